@@ -1,0 +1,155 @@
+"""The one place errors become responses: Strapi's envelope for everything, including routing errors,
+malformed bodies and crashes (which never show internals)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
+
+from app.errors import (
+    AppError,
+    ForbiddenError,
+    InternalServerError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnauthorizedError,
+    ValidationError,
+)
+
+logger = logging.getLogger("refreshd.errors")
+
+_BY_STATUS: dict[int, type[AppError]] = {
+    400: ValidationError,
+    401: UnauthorizedError,
+    403: ForbiddenError,
+    404: NotFoundError,
+    405: MethodNotAllowedError,
+    413: PayloadTooLargeError,
+}
+_BODY_NOT_OBJECT = "Request body must be a JSON object"
+_TYPE_NAMES = {
+    "string_type": "string",
+    "bool_type": "boolean",
+    "int_type": "number",
+    "float_type": "number",
+    "dict_type": "object",
+    "list_type": "array",
+}
+
+
+def render(error: AppError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+def _print_value(value: Any) -> str:
+    """yup's printValue: strings quoted, other values as JSON."""
+    try:
+        return json.dumps(value, ensure_ascii=False, indent=2 if isinstance(value, dict | list) else None)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _field_message(error: dict[str, Any], field: str) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    value = error.get("input")
+    if kind == "missing" or (kind in _TYPE_NAMES and value is None):
+        return f"{field} is a required field"
+    if kind == "string_too_short":
+        if ctx.get("min_length") == 1:
+            return f"{field} is a required field"
+        return f"{field} must be at least {ctx.get('min_length')} characters"
+    if kind == "string_too_long":
+        return f"{field} must be at most {ctx.get('max_length')} characters"
+    if kind in _TYPE_NAMES:
+        return (
+            f"{field} must be a `{_TYPE_NAMES[kind]}` type, "
+            f"but the final value was: `{_print_value(value)}`."
+        )
+    if kind in ("email", "password_bytes", "no_unknown"):
+        return str(error["msg"])
+    return f"{field} is invalid"
+
+
+def _body_model(request: Request) -> type[BaseModel] | None:
+    route = request.scope.get("route")
+    body_field = getattr(route, "body_field", None) if isinstance(route, Route) else None
+    annotation = getattr(getattr(body_field, "field_info", None), "annotation", None)
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def translate_validation(request: Request, errors: list[dict[str, Any]]) -> AppError:
+    """Pydantic's errors, as Strapi's yup validation reports them (400, not FastAPI's 422)."""
+    field_errors: list[tuple[list[str | int], str]] = []
+    for error in errors:
+        kind, loc = error["type"], tuple(error.get("loc", ()))
+        if kind == "json_invalid":
+            return ValidationError("Malformed JSON in request body")
+        if kind == "unknown_parameters":
+            return ValidationError(str(error["msg"]))
+        path = [part for part in loc[1:] if isinstance(part, str | int)]
+        if loc and loc[0] == "body" and not path:
+            if kind == "missing" and (model := _body_model(request)) is not None:
+                # No body at all: report it as Strapi reports `{}`, field by field.
+                try:
+                    model.model_validate({})
+                except PydanticValidationError as exc:
+                    return translate_validation(
+                        request, [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+                    )
+            return ValidationError(_BODY_NOT_OBJECT)
+        field = ".".join(str(part) for part in path) or str(loc[-1] if loc else "request")
+        field_errors.append((path or [field], _field_message(dict(error), field)))
+    if not field_errors:
+        return ValidationError()
+    return ValidationError.from_field_errors(field_errors)
+
+
+async def _app_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    return render(exc)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return render(translate_validation(request, [dict(e) for e in exc.errors()]))
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    error_class = _BY_STATUS.get(exc.status_code)
+    if error_class is None:
+        error: AppError = InternalServerError() if exc.status_code >= 500 else ValidationError()
+    elif exc.status_code == 400 and isinstance(exc.detail, str):
+        error = error_class("Malformed request body")
+    else:
+        error = error_class()
+    response = render(error)
+    response.status_code = exc.status_code
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _crash(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception(
+        "unhandled error on %s %s", request.method, request.url.path, exc_info=exc
+    )
+    return render(InternalServerError())
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _crash)

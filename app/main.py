@@ -1,0 +1,71 @@
+"""The application factory: ``uvicorn --factory app.main:create_app`` builds it from the environment."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from app.api import errors
+from app.api.routers import auth, health, users
+from app.clock import Clock, system_clock
+from app.runtime import Runtime
+from app.settings import Settings
+
+logger = logging.getLogger("refreshd")
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock = system_clock) -> FastAPI:
+    """Build the app. Nothing connects here: the lifespan opens the database and the hashing pool."""
+    settings = (settings or Settings()).with_development_secrets()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = Runtime.start(settings, clock)
+        app.state.runtime = runtime
+        logger.info("refreshd ready (%s, database %s)", settings.environment, _safe_url(settings))
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="refreshd",
+        summary="Strapi-compatible local auth with refresh tokens, sessions and logout.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(auth.router)
+    app.include_router(users.router)
+    app.include_router(health.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _safe_url(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.database_url).render_as_string(hide_password=True)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI documents 422 validation errors; this service answers them with 400 in Strapi's envelope."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, summary=app.summary, routes=app.routes
+    )
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            operation.get("responses", {}).pop("422", None)
+    components = schema.get("components", {}).get("schemas", {})
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    app.openapi_schema = schema
+    return schema

@@ -1,0 +1,4 @@
+from app.models.session import Session
+from app.models.user import User
+
+__all__ = ["Session", "User"]

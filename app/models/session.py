@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, Integer, String, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, UTCDateTime
+
+
+class Session(Base):
+    """One login: the unit that refresh tokens, logout and the sessions list act on.
+
+    Refresh tokens are not stored. A refresh token names its session and generation and is signed with
+    ``REFRESH_JWT_SECRET``; this row holds only the current generation and its times, so nothing here can
+    be turned into a working token without the secret, and the table does not grow per rotation.
+    """
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    # Current refresh-token generation; 0 while no refresh token was issued.
+    generation: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # When the current generation was issued (the reuse grace window counts from here).
+    rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Idle expiry of the current refresh token; null when the session has none.
+    refresh_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Absolute end of the session: rotation never moves it.
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_active_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_reason: Mapped[str | None] = mapped_column(String(32))
+    device_name: Mapped[str | None] = mapped_column(String(128))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    ip: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index("ix_sessions_expires_at", "expires_at"),
+        Index("ix_sessions_revoked_at", "revoked_at"),
+    )

@@ -1,0 +1,47 @@
+"""Everything a request needs, built once per app from its settings and owned by the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.clock import Clock
+from app.db import Database
+from app.security.passwords import Argon2Params
+from app.services.hashing import PasswordHasher
+from app.services.tokens import TokenKeys
+from app.settings import Settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    clock: Clock
+    db: Database
+    hasher: PasswordHasher
+    keys: TokenKeys
+
+    @classmethod
+    def start(cls, settings: Settings, clock: Clock) -> Runtime:
+        return cls(
+            settings=settings,
+            clock=clock,
+            db=Database(settings),
+            hasher=PasswordHasher(
+                Argon2Params(
+                    memory_cost=settings.argon2_memory_cost,
+                    time_cost=settings.argon2_time_cost,
+                    parallelism=settings.argon2_parallelism,
+                ),
+                workers=settings.hash_pool_size,
+            ),
+            keys=TokenKeys(
+                access_key=settings.jwt_secret.get_secret_value(),
+                refresh_key=settings.refresh_jwt_secret.get_secret_value(),
+                algorithm=settings.jwt_algorithm,
+                access_ttl=settings.jwt_expires_in,
+            ),
+        )
+
+    async def stop(self) -> None:
+        await self.db.dispose()
+        self.hasher.close()

@@ -1,0 +1,159 @@
+"""Access and refresh tokens: what a token is and how it is checked, apart from how it travels.
+
+Both are HMAC-signed JWTs with pinned algorithms and distinct keys. Each carries ``type`` so that one kind can never
+pass for the other even if an operator reused a key. Verification takes ``now`` as an argument: the library's own
+clock checks are switched off and done here, against the injected time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from jose import jwt
+from jose.exceptions import JOSEError
+
+ACCESS = "access"
+REFRESH = "refresh"
+# A token issued by a clock slightly ahead of ours is fine; one from the future is not ours.
+MAX_CLOCK_SKEW_SECONDS = 30
+
+_DECODE_OPTIONS = {
+    "verify_signature": True,
+    "verify_aud": False,
+    "verify_iat": False,
+    "verify_exp": False,
+    "verify_nbf": False,
+    "verify_iss": False,
+    "verify_sub": False,
+    "verify_jti": False,
+    "verify_at_hash": False,
+}
+
+
+class TokenProblem(StrEnum):
+    MALFORMED = "TOKEN_MALFORMED"  # not a JWT, bad signature, wrong algorithm or key
+    WRONG_TYPE = "TOKEN_WRONG_TYPE"
+    EXPIRED = "TOKEN_EXPIRED"
+    NOT_YET_VALID = "TOKEN_NOT_YET_VALID"
+
+
+class TokenError(Exception):
+    def __init__(self, problem: TokenProblem) -> None:
+        self.problem = problem
+        super().__init__(problem.value)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    user_id: int
+    session_id: str
+    issued_at: int
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshClaims:
+    user_id: int
+    session_id: str
+    generation: int
+    issued_at: int
+    expires_at: int
+
+
+def _timestamp(value: datetime) -> int:
+    return int(value.timestamp())
+
+
+def encode_access_token(
+    *, user_id: int, session_id: str, issued_at: datetime, expires_at: datetime, key: str, algorithm: str
+) -> str:
+    claims = {
+        "id": user_id,  # Strapi's claim: frontends read it
+        "sub": str(user_id),
+        "sid": session_id,
+        "type": ACCESS,
+        "iat": _timestamp(issued_at),
+        "exp": _timestamp(expires_at),
+    }
+    return str(jwt.encode(claims, key, algorithm=algorithm))
+
+
+def encode_refresh_token(
+    *,
+    user_id: int,
+    session_id: str,
+    generation: int,
+    issued_at: datetime,
+    expires_at: datetime,
+    key: str,
+    algorithm: str,
+) -> str:
+    """Deterministic for its inputs: re-encoding the stored generation yields the very same token."""
+    claims = {
+        "sub": str(user_id),
+        "sid": session_id,
+        "gen": generation,
+        "type": REFRESH,
+        "iat": _timestamp(issued_at),
+        "exp": _timestamp(expires_at),
+    }
+    return str(jwt.encode(claims, key, algorithm=algorithm))
+
+
+def _decode(token: str, *, key: str, algorithm: str, kind: str, now: datetime) -> dict[str, Any]:
+    try:
+        claims = jwt.decode(token, key, algorithms=[algorithm], options=_DECODE_OPTIONS)
+    except (JOSEError, ValueError, TypeError, KeyError) as exc:
+        raise TokenError(TokenProblem.MALFORMED) from exc
+    if not isinstance(claims, dict):
+        raise TokenError(TokenProblem.MALFORMED)
+    if claims.get("type") != kind:
+        raise TokenError(TokenProblem.WRONG_TYPE)
+    iat, exp = claims.get("iat"), claims.get("exp")
+    if not _is_int(iat) or not _is_int(exp):
+        raise TokenError(TokenProblem.MALFORMED)
+    current = _timestamp(now)
+    if current >= exp:
+        raise TokenError(TokenProblem.EXPIRED)
+    if iat > current + MAX_CLOCK_SKEW_SECONDS:
+        raise TokenError(TokenProblem.NOT_YET_VALID)
+    return claims
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _user_id(claims: dict[str, Any]) -> int:
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub.isdecimal() or len(sub) > 18:
+        raise TokenError(TokenProblem.MALFORMED)
+    return int(sub)
+
+
+def _session_id(claims: dict[str, Any]) -> str:
+    sid = claims.get("sid")
+    if not isinstance(sid, str) or not 0 < len(sid) <= 64:
+        raise TokenError(TokenProblem.MALFORMED)
+    return sid
+
+
+def decode_access_token(token: str, *, key: str, algorithm: str, now: datetime) -> AccessClaims:
+    claims = _decode(token, key=key, algorithm=algorithm, kind=ACCESS, now=now)
+    user_id = _user_id(claims)
+    if claims.get("id") != user_id or not _is_int(claims.get("id")):
+        raise TokenError(TokenProblem.MALFORMED)
+    return AccessClaims(user_id, _session_id(claims), claims["iat"], claims["exp"])
+
+
+def decode_refresh_token(token: str, *, key: str, algorithm: str, now: datetime) -> RefreshClaims:
+    claims = _decode(token, key=key, algorithm=algorithm, kind=REFRESH, now=now)
+    generation = claims.get("gen")
+    if not _is_int(generation) or generation < 1:
+        raise TokenError(TokenProblem.MALFORMED)
+    return RefreshClaims(
+        _user_id(claims), _session_id(claims), generation, claims["iat"], claims["exp"]
+    )

@@ -1,0 +1,148 @@
+"""Accounts: registration, lookup for login, credential checks."""
+
+from __future__ import annotations
+
+import secrets
+import string
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import utc_ms
+from app.errors import (
+    BLOCKED,
+    INVALID_LOGIN,
+    NOT_CONFIRMED,
+    TAKEN,
+    ApplicationError,
+    ValidationError,
+)
+from app.models import User
+from app.services.hashing import PasswordHasher
+
+LOCAL = "local"
+_DOC_ID_FIRST = string.ascii_lowercase
+_DOC_ID_REST = string.ascii_lowercase + string.digits
+
+
+def new_document_id() -> str:
+    """A 24-character lowercase alphanumeric id starting with a letter, like Strapi's cuid2 ids."""
+    return secrets.choice(_DOC_ID_FIRST) + "".join(secrets.choice(_DOC_ID_REST) for _ in range(23))
+
+
+@dataclass(frozen=True)
+class Registration:
+    username: str
+    email: str
+    password: str
+
+
+def check_registration(reg: Registration, *, password_min_length: int) -> None:
+    """The content-type rules Strapi applies after its request schema (its messages, all at once)."""
+    errors: list[tuple[list[str | int], str]] = []
+    if len(reg.username) < 3:
+        errors.append((["username"], "username must be at least 3 characters"))
+    if len(reg.email) < 6:
+        errors.append((["email"], "email must be at least 6 characters"))
+    if len(reg.password) < password_min_length:
+        errors.append(
+            (["password"], f"password must be at least {password_min_length} characters")
+        )
+    if errors:
+        raise ValidationError.from_field_errors(errors)
+
+
+async def _taken(session: AsyncSession, username: str, email: str) -> bool:
+    # Strapi's conflict rule, which also stops a username that is someone's email and vice versa.
+    query = (
+        select(User.id)
+        .where(
+            or_(
+                User.email == email,
+                User.username == email,
+                User.username == username,
+                User.email == username.lower(),
+            )
+        )
+        .limit(1)
+    )
+    return (await session.scalar(query)) is not None
+
+
+async def create_user(
+    session: AsyncSession,
+    reg: Registration,
+    password_hash: str,
+    *,
+    confirmed: bool,
+    now: datetime,
+) -> User:
+    email = reg.email.lower()
+    if await _taken(session, reg.username, email):
+        raise ApplicationError(TAKEN)
+    stamp = utc_ms(now)
+    user = User(
+        document_id=new_document_id(),
+        username=reg.username,
+        email=email,
+        provider=LOCAL,
+        password_hash=password_hash,
+        confirmed=confirmed,
+        blocked=False,
+        created_at=stamp,
+        updated_at=stamp,
+        published_at=stamp,
+    )
+    session.add(user)
+    try:
+        # Two racing registrations both pass the check above; the unique indexes pick one winner,
+        # and the loser's transaction is rolled back whole by its caller.
+        await session.flush()
+    except IntegrityError:
+        raise ApplicationError(TAKEN) from None
+    return user
+
+
+async def find_for_login(session: AsyncSession, identifier: str) -> User | None:
+    query = (
+        select(User)
+        .where(
+            User.provider == LOCAL,
+            or_(User.email == identifier.lower(), User.username == identifier),
+        )
+        .order_by(User.id)
+        .limit(1)
+    )
+    return (await session.scalars(query)).first()
+
+
+async def check_credentials(
+    hasher: PasswordHasher,
+    user: User | None,
+    password: str,
+    *,
+    email_confirmation: bool,
+) -> tuple[User, str | None]:
+    """Strapi's order: password, then confirmation, then blocked (a wrong password never reveals either)."""
+    ok, upgraded_hash = await hasher.verify(password, user.password_hash if user else None)
+    if user is None or not ok:
+        raise ValidationError(INVALID_LOGIN)
+    if email_confirmation and not user.confirmed:
+        raise ApplicationError(NOT_CONFIRMED)
+    if user.blocked:
+        raise ApplicationError(BLOCKED)
+    return user, upgraded_hash
+
+
+async def upgrade_password_hash(
+    session: AsyncSession, user_id: int, old_hash: str, new_hash: str
+) -> None:
+    """Replace an outdated hash, unless the password changed meanwhile (conditional update)."""
+    await session.execute(
+        update(User)
+        .where(User.id == user_id, User.password_hash == old_hash)
+        .values(password_hash=new_hash)
+    )
