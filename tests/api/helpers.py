@@ -1,0 +1,47 @@
+"""Small request helpers for the API tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+PASSWORD = "Secret-pass-123"
+
+
+async def register(
+    client: httpx.AsyncClient,
+    username: str = "alice",
+    email: str = "alice@example.com",
+    password: str = PASSWORD,
+) -> dict[str, Any]:
+    response = await client.post(
+        "/api/auth/local/register",
+        json={"username": username, "email": email, "password": password},
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def login(
+    client: httpx.AsyncClient, identifier: str = "alice", password: str = PASSWORD, **extra: Any
+) -> httpx.Response:
+    return await client.post(
+        "/api/auth/local", json={"identifier": identifier, "password": password, **extra}
+    )
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def error_of(response: httpx.Response) -> dict[str, Any]:
+    """The error object, after checking the envelope around it."""
+    body = response.json()
+    assert set(body) == {"data", "error"}
+    assert body["data"] is None
+    error: dict[str, Any] = body["error"]
+    assert set(error) == {"status", "name", "message", "details"}
+    assert error["status"] == response.status_code
+    return error
