@@ -14,7 +14,9 @@ def parse_duration(value: str | int | float | timedelta) -> timedelta:
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, bool):
-        raise ValueError("a duration must be a number of seconds or a string like '15m', '2h', '30d'")
+        raise ValueError(
+            "a duration must be a number of seconds or a string like '15m', '2h', '30d'"
+        )
     elif isinstance(value, int | float):
         seconds = float(value)
     else:

@@ -121,4 +121,4 @@ MISSING_OR_INVALID_CREDENTIALS = "Missing or invalid credentials"
 INVALID_CREDENTIALS = "Invalid credentials"
 TAKEN = "Email or Username are already taken"
 REGISTER_DISABLED = "Register action is currently disabled"
-PASSWORD_TOO_LONG = "Password must be less than 73 bytes"
+PASSWORD_TOO_LONG = "Password must be less than 73 bytes"  # noqa: S105 - a message

@@ -22,7 +22,9 @@ logger = logging.getLogger("refreshd")
 def create_app(settings: Settings | None = None, *, clock: Clock = system_clock) -> FastAPI:
     """Build the app. Nothing connects here: the lifespan opens the database and the hashing pool."""
     settings = (settings or Settings()).with_development_secrets()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

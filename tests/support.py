@@ -89,3 +89,27 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
+
+
+async def insert_user(database_url: str, **fields: Any) -> None:
+    """Write a user row directly, as an importer or an administrator would."""
+    from sqlalchemy import insert
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from app.models import User
+
+    values: dict[str, Any] = {
+        "provider": "local",
+        "confirmed": True,
+        "blocked": False,
+        "created_at": T0,
+        "updated_at": T0,
+        "published_at": T0,
+    }
+    values.update(fields)
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(insert(User).values(**values))
+    finally:
+        await engine.dispose()

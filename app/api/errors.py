@@ -54,7 +54,9 @@ def render(error: AppError) -> JSONResponse:
 def _print_value(value: Any) -> str:
     """yup's printValue: strings quoted, other values as JSON."""
     try:
-        return json.dumps(value, ensure_ascii=False, indent=2 if isinstance(value, dict | list) else None)
+        return json.dumps(
+            value, ensure_ascii=False, indent=2 if isinstance(value, dict | list) else None
+        )
     except (TypeError, ValueError):
         return str(value)
 
@@ -85,7 +87,9 @@ def _body_model(request: Request) -> type[BaseModel] | None:
     route = request.scope.get("route")
     body_field = getattr(route, "body_field", None) if isinstance(route, Route) else None
     annotation = getattr(getattr(body_field, "field_info", None), "annotation", None)
-    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return (
+        annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    )
 
 
 def translate_validation(request: Request, errors: list[dict[str, Any]]) -> AppError:
@@ -142,9 +146,7 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _crash(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception(
-        "unhandled error on %s %s", request.method, request.url.path, exc_info=exc
-    )
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return render(InternalServerError())
 
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictStr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from app.errors import PASSWORD_TOO_LONG
@@ -46,7 +54,7 @@ class LoginRequest(BaseModel):
 
     identifier: Required
     password: Required
-    requestRefresh: StrictBool = False  # noqa: N815 - the plugin's key
+    requestRefresh: StrictBool = False
 
 
 class RegisterRequest(BaseModel):
@@ -83,6 +91,6 @@ class RegisterRequest(BaseModel):
 class AuthResponse(BaseModel):
     jwt: str = Field(description="Access token (Bearer), short-lived")
     user: UserOut
-    refreshToken: str | None = Field(  # noqa: N815 - the plugin's key
+    refreshToken: str | None = Field(
         default=None, description="Present when a refresh token was requested (body mode)"
     )

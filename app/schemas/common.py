@@ -40,15 +40,15 @@ class UserOut(BaseModel):
     """The public user object, with Strapi's keys in Strapi's order; never anything private."""
 
     id: int
-    documentId: str = Field(min_length=24, max_length=24)  # noqa: N815 - Strapi's key
+    documentId: str = Field(min_length=24, max_length=24)
     username: str
     email: str
     provider: str
     confirmed: bool
     blocked: bool
-    createdAt: str  # noqa: N815
-    updatedAt: str  # noqa: N815
-    publishedAt: str  # noqa: N815
+    createdAt: str
+    updatedAt: str
+    publishedAt: str
 
 
 def iso_ms(value: datetime) -> str:

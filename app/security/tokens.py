@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeGuard
 
 from jose import jwt
 from jose.exceptions import JOSEError
@@ -68,7 +68,13 @@ def _timestamp(value: datetime) -> int:
 
 
 def encode_access_token(
-    *, user_id: int, session_id: str, issued_at: datetime, expires_at: datetime, key: str, algorithm: str
+    *,
+    user_id: int,
+    session_id: str,
+    issued_at: datetime,
+    expires_at: datetime,
+    key: str,
+    algorithm: str,
 ) -> str:
     claims = {
         "id": user_id,  # Strapi's claim: frontends read it
@@ -123,7 +129,7 @@ def _decode(token: str, *, key: str, algorithm: str, kind: str, now: datetime) -
     return claims
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -48,9 +48,7 @@ def check_registration(reg: Registration, *, password_min_length: int) -> None:
     if len(reg.email) < 6:
         errors.append((["email"], "email must be at least 6 characters"))
     if len(reg.password) < password_min_length:
-        errors.append(
-            (["password"], f"password must be at least {password_min_length} characters")
-        )
+        errors.append((["password"], f"password must be at least {password_min_length} characters"))
     if errors:
         raise ValidationError.from_field_errors(errors)
 

@@ -239,7 +239,11 @@ async def test_concurrent_registrations_all_succeed_without_lock_errors(
         *(
             client.post(
                 "/api/auth/local/register",
-                json={"username": f"user{i}", "email": f"user{i}@example.com", "password": PASSWORD},
+                json={
+                    "username": f"user{i}",
+                    "email": f"user{i}@example.com",
+                    "password": PASSWORD,
+                },
             )
             for i in range(30)
         )

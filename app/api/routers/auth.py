@@ -27,7 +27,9 @@ def registration_open(runtime: RuntimeDep) -> None:
     responses=errors(400, 413, 429, 500),
     summary="Log in with an identifier (email or username) and a password",
 )
-async def login(body: LoginRequest, runtime: RuntimeDep, now: Now, client: ClientDep) -> JSONResponse:
+async def login(
+    body: LoginRequest, runtime: RuntimeDep, now: Now, client: ClientDep
+) -> JSONResponse:
     """Returns a short-lived access token and the user. Every successful login starts a session."""
     settings = runtime.settings
     async with runtime.db.read() as session:
