@@ -6,6 +6,8 @@ import re
 from datetime import timedelta
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# Ten years: longer than any token or session should live, and far inside what timedelta can hold.
+MAX_SECONDS = 10 * 366 * 86400
 _PATTERN = re.compile(r"\s*(\d{1,9})\s*([smhdw]?)\s*", re.IGNORECASE)
 
 
@@ -18,6 +20,8 @@ def parse_duration(value: str | int | float | timedelta) -> timedelta:
             "a duration must be a number of seconds or a string like '15m', '2h', '30d'"
         )
     elif isinstance(value, int | float):
+        if value != value or value in (float("inf"), float("-inf")) or value != int(value):
+            raise ValueError("a duration must be a whole number of seconds")
         seconds = float(value)
     else:
         match = _PATTERN.fullmatch(value)
@@ -29,6 +33,8 @@ def parse_duration(value: str | int | float | timedelta) -> timedelta:
         seconds = float(int(match.group(1)) * _UNITS[(match.group(2) or "s").lower()])
     if seconds <= 0:
         raise ValueError("a duration must be greater than zero")
+    if seconds > MAX_SECONDS or seconds != int(seconds):
+        raise ValueError("a duration must be a whole number of seconds, at most ten years")
     return timedelta(seconds=seconds)
 
 

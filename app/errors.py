@@ -122,3 +122,5 @@ INVALID_CREDENTIALS = "Invalid credentials"
 TAKEN = "Email or Username are already taken"
 REGISTER_DISABLED = "Register action is currently disabled"
 PASSWORD_TOO_LONG = "Password must be less than 73 bytes"  # noqa: S105 - a message
+CURRENT_PASSWORD_INVALID = "The provided current password is invalid"  # noqa: S105 - a message
+SAME_PASSWORD = "Your new password must be different than your current password"  # noqa: S105

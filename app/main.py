@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,9 +13,10 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app.api import errors
-from app.api.routers import auth, health, users
+from app.api.routers import auth, health, sessions, users
 from app.clock import Clock, system_clock
 from app.runtime import Runtime
+from app.services.purge import purge_sessions
 from app.settings import Settings
 
 logger = logging.getLogger("refreshd")
@@ -30,10 +33,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime.start(settings, clock)
         app.state.runtime = runtime
+        purger = asyncio.create_task(purge_periodically(runtime), name="refreshd-purge")
         logger.info("refreshd ready (%s, database %s)", settings.environment, _safe_url(settings))
         try:
             yield
         finally:
+            purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purger
             await runtime.stop()
 
     app = FastAPI(
@@ -45,9 +52,28 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
     errors.install(app)
     app.include_router(auth.router)
     app.include_router(users.router)
+    app.include_router(sessions.router)
     app.include_router(health.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+async def purge_periodically(runtime: Runtime) -> None:
+    """Delete dead sessions every SESSION_PURGE_INTERVAL; a failed round is logged and retried next time."""
+    settings = runtime.settings
+    while True:
+        await asyncio.sleep(settings.session_purge_interval.total_seconds())
+        try:
+            deleted = await purge_sessions(
+                runtime.db,
+                now=runtime.clock(),
+                access_ttl=settings.jwt_expires_in,
+                batch_size=settings.session_purge_batch,
+            )
+            if deleted:
+                logger.info("purged %d dead sessions", deleted)
+        except Exception:
+            logger.exception("session purge failed; retrying at the next interval")
 
 
 def _safe_url(settings: Settings) -> str:

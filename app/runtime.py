@@ -8,6 +8,7 @@ from app.clock import Clock
 from app.db import Database
 from app.security.passwords import Argon2Params
 from app.services.hashing import PasswordHasher
+from app.services.sessions import Lifetimes
 from app.services.tokens import TokenKeys
 from app.settings import Settings
 
@@ -19,6 +20,7 @@ class Runtime:
     db: Database
     hasher: PasswordHasher
     keys: TokenKeys
+    lifetimes: Lifetimes
 
     @classmethod
     def start(cls, settings: Settings, clock: Clock) -> Runtime:
@@ -39,6 +41,12 @@ class Runtime:
                 refresh_key=settings.refresh_jwt_secret.get_secret_value(),
                 algorithm=settings.jwt_algorithm,
                 access_ttl=settings.jwt_expires_in,
+            ),
+            lifetimes=Lifetimes(
+                access=settings.jwt_expires_in,
+                refresh_idle=settings.refresh_token_expires_in,
+                session_max=settings.session_max_age,
+                reuse_grace=settings.refresh_token_reuse_grace,
             ),
         )
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
+import re
 import secrets
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BeforeValidator,
@@ -18,7 +21,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.durations import format_duration, parse_duration
 
@@ -73,6 +76,45 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
+_HOST = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+
+
+def url_origin(url: str) -> str | None:
+    """``scheme://host[:port]`` of a URL; a bare host is taken as https."""
+    parsed = urlsplit(url if "://" in url else f"https://{url}")
+    if not parsed.hostname:
+        return None
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.scheme.lower()}://{parsed.hostname.lower()}{port}"
+
+
+def cookie_domain(settings: Settings) -> str | None:
+    """The cookie's Domain: COOKIE_DOMAIN, else the host of PRODUCTION_URL (a URL or a bare host).
+
+    None for localhost and IP addresses, where browsers refuse a Domain attribute.
+    """
+    raw = settings.cookie_domain or settings.production_url
+    if not raw:
+        return None
+    host = urlsplit(raw if "://" in raw else f"//{raw}").hostname or ""
+    host = host.strip(".").lower()
+    if host == "localhost" or _is_ip(host):
+        return None
+    if not _HOST.match(host):
+        raise ValueError(f"cannot derive a cookie domain from {raw!r}")
+    return host
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def secret_problem(name: str, value: str) -> str | None:
     """Why ``value`` is not fit to sign production tokens, or None."""
     if not value:
@@ -86,7 +128,12 @@ def secret_problem(name: str, value: str) -> str | None:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        # A refused start must not print (part of) a signing key in its error.
+        hide_input_in_errors=True,
     )
 
     environment: Literal["development", "production", "test"] = "development"
@@ -106,6 +153,15 @@ class Settings(BaseSettings):
     refresh_token_rotation: bool = True
     cookie_response: bool = False
     production_url: str | None = None
+    cookie_name: str = Field(default="refreshToken", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    cookie_secure: bool | None = Field(
+        default=None, description="Default: on when PRODUCTION_URL is https"
+    )
+    cookie_samesite: Literal["lax", "strict", "none"] = "lax"
+    cookie_domain: str | None = None
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    session_purge_interval: Duration = timedelta(hours=1)
+    session_purge_batch: int = Field(default=1000, ge=1, le=100_000)
 
     allow_register: bool = True
     email_confirmation: bool = False
@@ -118,6 +174,45 @@ class Settings(BaseSettings):
 
     dev_secrets_file: Path = Path(".refreshd-secrets.json")
     log_level: str = "INFO"
+
+    @field_validator("production_url", "cookie_domain", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("cookie_samesite", mode="before")
+    @classmethod
+    def _lower_samesite(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_cookie_settings(self) -> Settings:
+        # Browsers drop SameSite=None cookies without Secure; refuse at start, not at the first login.
+        if self.cookie_samesite == "none" and not self.cookie_is_secure:
+            raise ValueError("COOKIE_SAMESITE=none requires Secure cookies (COOKIE_SECURE=true)")
+        cookie_domain(self)  # raises on a domain that cannot be put in a header
+        return self
+
+    @property
+    def cookie_is_secure(self) -> bool:
+        if self.cookie_secure is not None:
+            return self.cookie_secure
+        return bool(self.production_url and self.production_url.lower().startswith("https://"))
+
+    @property
+    def allowed_origins(self) -> list[str]:
+        """Origins that may use the refresh cookie and CORS with credentials."""
+        origins = list(self.cors_origins)
+        if self.production_url and (origin := url_origin(self.production_url)):
+            origins.append(origin)
+        return list(dict.fromkeys(origins))
 
     @field_validator("database_url")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
@@ -31,7 +32,15 @@ Now = Annotated[datetime, Depends(get_now)]
 ClientDep = Annotated[Client, Depends(transport.client_of)]
 
 
-async def get_current_user(request: Request, runtime: RuntimeDep, now: Now) -> User:
+@dataclass(frozen=True)
+class Principal:
+    """The signed-in user and the session their access token belongs to."""
+
+    user: User
+    session_id: str
+
+
+async def get_principal(request: Request, runtime: RuntimeDep, now: Now) -> Principal:
     token = transport.bearer_token(request)
     if token is None:
         raise ForbiddenError()
@@ -44,8 +53,7 @@ async def get_current_user(request: Request, runtime: RuntimeDep, now: Now) -> U
             now=now,
             email_confirmation=runtime.settings.email_confirmation,
         )
-    request.state.session_id = claims.session_id
-    return user
+    return Principal(user, claims.session_id)
 
 
-CurrentUser = Annotated[User, Depends(get_current_user)]
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

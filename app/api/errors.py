@@ -78,8 +78,8 @@ def _field_message(error: dict[str, Any], field: str) -> str:
             f"{field} must be a `{_TYPE_NAMES[kind]}` type, "
             f"but the final value was: `{_print_value(value)}`."
         )
-    if kind in ("email", "password_bytes", "no_unknown"):
-        return str(error["msg"])
+    if kind.startswith("strapi_"):
+        return str(error["msg"])  # our own validators speak Strapi's words already
     return f"{field} is invalid"
 
 
@@ -102,6 +102,9 @@ def translate_validation(request: Request, errors: list[dict[str, Any]]) -> AppE
         if kind == "unknown_parameters":
             return ValidationError(str(error["msg"]))
         path = [part for part in loc[1:] if isinstance(part, str | int)]
+        if kind == "strapi_no_unknown":
+            field_errors.append(([], str(error["msg"])))
+            continue
         if loc and loc[0] == "body" and not path:
             if kind == "missing" and (model := _body_model(request)) is not None:
                 # No body at all: report it as Strapi reports `{}`, field by field.

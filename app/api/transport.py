@@ -1,10 +1,18 @@
-"""How tokens and client facts travel in HTTP; no business decisions here."""
+"""How tokens and client facts travel in HTTP (bearer header, JSON body, cookie); no business decisions here."""
 
 from __future__ import annotations
 
-from fastapi import Request
+from datetime import datetime
+from typing import Any
 
-from app.services.sessions import Client
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from app.errors import ForbiddenError
+from app.services.sessions import Client, RefreshToken
+from app.settings import Settings, cookie_domain
+
+COOKIE_PATH = "/api/auth"
 
 
 def bearer_token(request: Request) -> str | None:
@@ -25,4 +33,76 @@ def client_of(request: Request) -> Client:
     return Client(
         ip=request.client.host if request.client else None,
         user_agent=request.headers.get("user-agent"),
+    )
+
+
+def refresh_token_of(
+    request: Request, settings: Settings, body_token: object
+) -> tuple[str | None, bool]:
+    """The presented refresh token and whether it came from the cookie (cookie first, then the body)."""
+    if settings.cookie_response:
+        cookie = request.cookies.get(settings.cookie_name)
+        if cookie:
+            return cookie, True
+    if isinstance(body_token, str) and body_token:
+        return body_token, False
+    return None, False
+
+
+def refuse_cross_site(request: Request, settings: Settings) -> None:
+    """A request riding on the refresh cookie must come from one of our own origins.
+
+    Browsers send ``Origin`` on cross-origin POSTs and ``Sec-Fetch-Site`` on all requests; clients that send
+    neither are not browsers, so no other site can be acting through them.
+    """
+    origin = request.headers.get("origin")
+    if origin is not None and origin.rstrip("/").lower() not in {
+        o.lower() for o in settings.allowed_origins
+    }:
+        raise ForbiddenError(code="CROSS_SITE_REQUEST")
+    if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
+        raise ForbiddenError(code="CROSS_SITE_REQUEST")
+
+
+def token_response(
+    settings: Settings,
+    payload: dict[str, Any],
+    refresh: RefreshToken | None,
+    *,
+    now: datetime,
+    cookie_allowed: bool = True,
+) -> JSONResponse:
+    """The body, with the refresh token in it, or in the cookie in cookie mode."""
+    in_cookie = settings.cookie_response and cookie_allowed
+    if refresh is not None and not in_cookie:
+        payload = {**payload, "refreshToken": refresh.value}
+    response = JSONResponse(payload)
+    if refresh is not None and in_cookie:
+        set_refresh_cookie(response, settings, refresh, now=now)
+    return response
+
+
+def set_refresh_cookie(
+    response: JSONResponse, settings: Settings, refresh: RefreshToken, *, now: datetime
+) -> None:
+    response.set_cookie(
+        settings.cookie_name,
+        refresh.value,
+        max_age=max(0, int((refresh.expires_at - now).total_seconds())),
+        path=COOKIE_PATH,
+        domain=cookie_domain(settings),
+        secure=settings.cookie_is_secure,
+        httponly=True,
+        samesite=settings.cookie_samesite,
+    )
+
+
+def clear_refresh_cookie(response: JSONResponse, settings: Settings) -> None:
+    response.delete_cookie(
+        settings.cookie_name,
+        path=COOKIE_PATH,
+        domain=cookie_domain(settings),
+        secure=settings.cookie_is_secure,
+        httponly=True,
+        samesite=settings.cookie_samesite,
     )

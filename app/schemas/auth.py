@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
@@ -12,6 +12,8 @@ from pydantic import (
     Field,
     StrictBool,
     StrictStr,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -26,13 +28,13 @@ def _valid_email(value: str) -> str:
     try:
         validate_email(value, check_deliverability=False)
     except EmailNotValidError:
-        raise PydanticCustomError("email", "email must be a valid email") from None
+        raise PydanticCustomError("strapi_email", "email must be a valid email") from None
     return value
 
 
 def _at_most_72_bytes(value: str) -> str:
     if len(value.encode("utf-8")) > MAX_PASSWORD_BYTES:
-        raise PydanticCustomError("password_bytes", PASSWORD_TOO_LONG)
+        raise PydanticCustomError("strapi_password_bytes", PASSWORD_TOO_LONG)
     return value
 
 
@@ -75,7 +77,7 @@ class RegisterRequest(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _no_unknown_keys(cls, data: Any) -> Any:
+    def _invalid_parameters(cls, data: Any) -> Any:
         # Strapi names every unexpected key at once, before any field rule runs.
         if isinstance(data, dict):
             unknown = [str(key) for key in data if key not in cls.model_fields]
@@ -94,3 +96,112 @@ class AuthResponse(BaseModel):
     refreshToken: str | None = Field(
         default=None, description="Present when a refresh token was requested (body mode)"
     )
+
+
+def _no_unknown_keys(model: type[BaseModel], data: Any) -> Any:
+    """yup's ``noUnknown``: one error at the root naming the unexpected keys."""
+    if isinstance(data, dict):
+        unknown = [str(key) for key in data if key not in model.model_fields]
+        if unknown:
+            raise PydanticCustomError(
+                "strapi_no_unknown",
+                "this field has unspecified keys: {keys}",
+                {"keys": ", ".join(unknown)},
+            )
+    return data
+
+
+class ChangePasswordRequest(BaseModel):
+    """Change the password of the signed-in user."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "currentPassword": "Secret-pass-123",
+                    "password": "New-secret-456",
+                    "passwordConfirmation": "New-secret-456",
+                }
+            ]
+        },
+    )
+
+    currentPassword: Required
+    password: NewPassword
+    passwordConfirmation: Required
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strict_keys(cls, data: Any) -> Any:
+        return _no_unknown_keys(cls, data)
+
+    @field_validator("passwordConfirmation")
+    @classmethod
+    def _confirmed(cls, value: str, info: ValidationInfo) -> str:
+        password = info.data.get("password")
+        if password is not None and value != password:
+            raise PydanticCustomError("strapi_password_mismatch", "Passwords do not match")
+        return value
+
+
+class RefreshRequest(BaseModel):
+    """The refresh token, unless it travels in the cookie (cookie mode)."""
+
+    model_config = ConfigDict(
+        extra="ignore", json_schema_extra={"examples": [{"refreshToken": "eyJhbGciOi..."}]}
+    )
+
+    refreshToken: StrictStr | None = None
+
+
+class RefreshResponse(BaseModel):
+    jwt: str = Field(description="A new access token")
+    refreshToken: str | None = Field(
+        default=None,
+        description="The successor refresh token (rotation on, body mode); the old one stops working",
+    )
+
+
+def _scope(value: str) -> str:
+    if value not in ("local", "others", "all"):
+        raise PydanticCustomError(
+            "strapi_one_of", "scope must be one of the following values: local, others, all"
+        )
+    return value
+
+
+class LogoutRequest(BaseModel):
+    """Which sessions to end: this one (default), all others, or all."""
+
+    model_config = ConfigDict(
+        extra="ignore", json_schema_extra={"examples": [{"scope": "local"}, {"scope": "all"}]}
+    )
+
+    scope: Annotated[
+        StrictStr,
+        AfterValidator(_scope),
+        Field(json_schema_extra={"enum": ["local", "others", "all"]}),
+    ] = "local"
+    refreshToken: StrictStr | None = None
+
+
+class OkResponse(BaseModel):
+    ok: Literal[True] = True
+
+
+class SessionOut(BaseModel):
+    id: str
+    deviceName: str | None
+    ip: str | None
+    current: bool
+    loginAt: str
+    lastActiveAt: str
+
+
+class SessionsResponse(BaseModel):
+    data: list[SessionOut]
+
+
+class EmptyData(BaseModel):
+    data: dict[str, Any] = Field(default_factory=dict)

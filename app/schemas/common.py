@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -53,6 +53,7 @@ class UserOut(BaseModel):
 
 def iso_ms(value: datetime) -> str:
     """``2026-11-27T23:38:04.597Z``: UTC, milliseconds, ``Z``, as Strapi prints times."""
+    value = value.astimezone(UTC)
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 

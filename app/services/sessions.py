@@ -1,18 +1,33 @@
-"""Sessions: one per login, checked on every authenticated request."""
+"""Sessions and refresh tokens.
+
+A session is one login. Its refresh tokens are not stored: a refresh token names its session and generation and is
+signed with the refresh key; the row keeps the current generation and its times. Every state change is one
+conditional UPDATE on that row (expected generation, not revoked, not expired), so concurrent refreshes of one
+token produce exactly one successor, on one process or many, and a refresh racing a logout cannot resurrect it.
+"""
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, case, exists, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.expression import Exists
 
+from app.db import UTCDateTime
 from app.errors import INVALID_CREDENTIALS, UnauthorizedError
 from app.models import Session, User
+from app.security import tokens
+from app.security.tokens import TokenError
+from app.services.devices import device_name
+from app.services.tokens import TokenKeys
 
 USER_AGENT_MAX = 512
+MAX_TOKEN_LENGTH = 4096
+INVALID_REFRESH_TOKEN = "Invalid refresh token"  # noqa: S105 - a message
 
 
 @dataclass(frozen=True)
@@ -23,31 +38,331 @@ class Client:
     user_agent: str | None
 
 
+@dataclass(frozen=True)
+class Lifetimes:
+    access: timedelta
+    refresh_idle: timedelta
+    session_max: timedelta
+    reuse_grace: timedelta
+
+
+@dataclass(frozen=True)
+class RefreshToken:
+    value: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Started:
+    session_id: str
+    refresh: RefreshToken | None
+
+
+class Rejection(StrEnum):
+    """Why a refresh token was refused; sent to clients as ``details.code``."""
+
+    INVALID = "REFRESH_TOKEN_INVALID"
+    EXPIRED = "REFRESH_TOKEN_EXPIRED"
+    REVOKED = "REFRESH_TOKEN_REVOKED"
+    REUSED = "REFRESH_TOKEN_REUSED"
+    SESSION_EXPIRED = "SESSION_EXPIRED"
+    USER_BLOCKED = "USER_BLOCKED"
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    user_id: int
+    session_id: str
+    refresh: RefreshToken | None  # None when rotation is off: the presented token stays valid
+
+
+@dataclass(frozen=True)
+class Refused:
+    reason: Rejection
+
+    def error(self) -> UnauthorizedError:
+        return UnauthorizedError(INVALID_REFRESH_TOKEN, code=self.reason.value)
+
+
+class Revocation(StrEnum):
+    LOGOUT = "logout"
+    LOGOUT_OTHERS = "logout_others"
+    LOGOUT_ALL = "logout_all"
+    USER_REVOKED = "revoked_by_user"
+    REUSE = "reuse_detected"
+    PASSWORD_CHANGED = "password_changed"  # noqa: S105 - a reason
+    PASSWORD_RESET = "password_reset"  # noqa: S105 - a reason
+    BLOCKED = "user_blocked"
+    ADMIN = "admin"
+
+
 def new_session_id() -> str:
     return secrets.token_hex(16)
 
 
+def _refresh_token(
+    keys: TokenKeys,
+    user_id: int,
+    row_id: str,
+    generation: int,
+    issued_at: datetime,
+    expires_at: datetime,
+) -> RefreshToken:
+    value = tokens.encode_refresh_token(
+        user_id=user_id,
+        session_id=row_id,
+        generation=generation,
+        issued_at=issued_at,
+        expires_at=expires_at,
+        key=keys.refresh_key,
+        algorithm=keys.algorithm,
+    )
+    return RefreshToken(value, expires_at)
+
+
 async def start_session(
     session: AsyncSession,
+    keys: TokenKeys,
     user_id: int,
     client: Client,
     *,
     now: datetime,
-    max_age: timedelta,
-) -> Session:
-    row = Session(
-        id=new_session_id(),
-        user_id=user_id,
-        generation=0,
-        expires_at=now + max_age,
-        created_at=now,
-        last_active_at=now,
-        ip=client.ip,
-        user_agent=(client.user_agent or None) and client.user_agent[:USER_AGENT_MAX],
+    lifetimes: Lifetimes,
+    with_refresh: bool,
+) -> Started:
+    """Open a session for a login. Without a refresh token it lives as long as its access token."""
+    session_id = new_session_id()
+    if with_refresh:
+        expires_at = now + lifetimes.session_max
+        refresh_expires_at: datetime | None = min(now + lifetimes.refresh_idle, expires_at)
+        generation = 1
+    else:
+        expires_at = now + lifetimes.access
+        refresh_expires_at = None
+        generation = 0
+    user_agent = client.user_agent[:USER_AGENT_MAX] if client.user_agent else None
+    session.add(
+        Session(
+            id=session_id,
+            user_id=user_id,
+            generation=generation,
+            rotated_at=now if with_refresh else None,
+            refresh_expires_at=refresh_expires_at,
+            expires_at=expires_at,
+            created_at=now,
+            last_active_at=now,
+            ip=client.ip,
+            user_agent=user_agent,
+            device_name=device_name(user_agent),
+        )
     )
-    session.add(row)
     await session.flush()
-    return row
+    refresh = None
+    if refresh_expires_at is not None:
+        refresh = _refresh_token(keys, user_id, session_id, generation, now, refresh_expires_at)
+    return Started(session_id, refresh)
+
+
+def _next_refresh_expiry(now: datetime, lifetimes: Lifetimes) -> ColumnElement[datetime]:
+    """min(now + idle, expires_at), in SQL: the idle expiry slides, the absolute one never moves."""
+    candidate = literal(now + lifetimes.refresh_idle, UTCDateTime())
+    return case((Session.expires_at < candidate, Session.expires_at), else_=candidate)
+
+
+def _usable_user(user_id: int) -> Exists:
+    return exists().where(User.id == user_id, User.blocked.is_(False))
+
+
+async def _advance_generation(
+    session: AsyncSession,
+    keys: TokenKeys,
+    condition: ColumnElement[bool],
+    user_id: int,
+    session_id: str,
+    *,
+    now: datetime,
+    lifetimes: Lifetimes,
+    ip: str | None = None,
+) -> RefreshToken | None:
+    """Move the session to its next generation if ``condition`` still holds: one conditional UPDATE."""
+    values: dict[str, object] = {
+        "generation": Session.generation + 1,
+        "rotated_at": now,
+        "refresh_expires_at": _next_refresh_expiry(now, lifetimes),
+        "last_active_at": now,
+    }
+    if ip is not None:
+        values["ip"] = ip
+    statement = (
+        update(Session)
+        .where(condition)
+        .values(values)
+        .returning(Session.generation, Session.refresh_expires_at)
+        .execution_options(synchronize_session=False)
+    )
+    row = (await session.execute(statement)).first()
+    if row is None:
+        return None
+    generation, expires_at = row
+    assert expires_at is not None  # set by this very statement
+    return _refresh_token(keys, user_id, session_id, generation, now, expires_at)
+
+
+async def refresh(
+    session: AsyncSession,
+    keys: TokenKeys,
+    token: str,
+    client: Client,
+    *,
+    now: datetime,
+    lifetimes: Lifetimes,
+    rotate: bool,
+) -> Refreshed | Refused:
+    """Exchange a refresh token: rotate it, re-issue the successor within the grace window, or refuse it.
+
+    A replay of a replaced token outside the grace window revokes the whole session (the caller commits that).
+    """
+    if len(token) > MAX_TOKEN_LENGTH:
+        return Refused(Rejection.INVALID)
+    try:
+        claims = tokens.decode_refresh_token(
+            token, key=keys.refresh_key, algorithm=keys.algorithm, now=now
+        )
+    except TokenError as exc:
+        expired = exc.problem is tokens.TokenProblem.EXPIRED
+        return Refused(Rejection.EXPIRED if expired else Rejection.INVALID)
+
+    alive = and_(
+        Session.id == claims.session_id,
+        Session.user_id == claims.user_id,
+        Session.generation == claims.generation,
+        Session.revoked_at.is_(None),
+        Session.expires_at > now,
+        Session.refresh_expires_at > now,
+        _usable_user(claims.user_id),
+    )
+    if rotate:
+        successor = await _advance_generation(
+            session,
+            keys,
+            alive,
+            claims.user_id,
+            claims.session_id,
+            now=now,
+            lifetimes=lifetimes,
+            ip=client.ip,
+        )
+        if successor is not None:
+            return Refreshed(claims.user_id, claims.session_id, successor)
+    else:
+        touched = await session.execute(
+            update(Session)
+            .where(alive)
+            .values(last_active_at=now, ip=client.ip)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(touched, "rowcount", 0):
+            return Refreshed(claims.user_id, claims.session_id, None)
+    return await _explain_refusal(session, keys, claims, now=now, lifetimes=lifetimes)
+
+
+def identify(keys: TokenKeys, token: str, *, now: datetime) -> tuple[int, str] | None:
+    """(user id, session id) named by a validly signed, unexpired refresh token, whatever its generation."""
+    if len(token) > MAX_TOKEN_LENGTH:
+        return None
+    try:
+        claims = tokens.decode_refresh_token(
+            token, key=keys.refresh_key, algorithm=keys.algorithm, now=now
+        )
+    except TokenError:
+        return None
+    return claims.user_id, claims.session_id
+
+
+async def _explain_refusal(
+    session: AsyncSession,
+    keys: TokenKeys,
+    claims: tokens.RefreshClaims,
+    *,
+    now: datetime,
+    lifetimes: Lifetimes,
+) -> Refreshed | Refused:
+    """The conditional update missed: find out why (this read sees what the winner committed)."""
+    query = (
+        select(Session, User.blocked)
+        .join(User, User.id == Session.user_id)
+        .where(Session.id == claims.session_id, Session.user_id == claims.user_id)
+    )
+    found = (await session.execute(query)).first()
+    if found is None:
+        return Refused(Rejection.INVALID)
+    row, blocked = found
+    if row.revoked_at is not None:
+        return Refused(Rejection.REVOKED)
+    if blocked:
+        return Refused(Rejection.USER_BLOCKED)
+    if row.expires_at <= now:
+        return Refused(Rejection.SESSION_EXPIRED)
+    if (
+        claims.generation > row.generation
+        or row.rotated_at is None
+        or row.refresh_expires_at is None
+    ):
+        return Refused(Rejection.INVALID)  # never issued by us
+    if claims.generation == row.generation:
+        return Refused(Rejection.EXPIRED)
+    just_replaced = claims.generation == row.generation - 1
+    if (
+        just_replaced
+        and now < row.rotated_at + lifetimes.reuse_grace
+        and row.refresh_expires_at > now
+    ):
+        # Two tabs racing, or a lost response: hand out the same successor again, never a second branch.
+        successor = _refresh_token(
+            keys, claims.user_id, row.id, row.generation, row.rotated_at, row.refresh_expires_at
+        )
+        return Refreshed(claims.user_id, row.id, successor)
+    await revoke_session(session, row.id, reason=Revocation.REUSE, now=now)
+    return Refused(Rejection.REUSED)
+
+
+async def revoke_session(
+    session: AsyncSession,
+    session_id: str,
+    *,
+    reason: Revocation,
+    now: datetime,
+    user_id: int | None = None,
+) -> bool:
+    statement = update(Session).where(Session.id == session_id, Session.revoked_at.is_(None))
+    if user_id is not None:
+        statement = statement.where(Session.user_id == user_id)
+    result = await session.execute(
+        statement.values(revoked_at=now, revoked_reason=reason.value).execution_options(
+            synchronize_session=False
+        )
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def revoke_user_sessions(
+    session: AsyncSession,
+    user_id: int,
+    *,
+    reason: Revocation,
+    now: datetime,
+    keep: str | None = None,
+) -> int:
+    """Revoke every live session of a user, except ``keep``; returns how many."""
+    statement = update(Session).where(Session.user_id == user_id, Session.revoked_at.is_(None))
+    if keep is not None:
+        statement = statement.where(Session.id != keep)
+    result = await session.execute(
+        statement.values(revoked_at=now, revoked_reason=reason.value).execution_options(
+            synchronize_session=False
+        )
+    )
+    return int(getattr(result, "rowcount", 0))
 
 
 async def authenticated_user(
@@ -77,3 +392,67 @@ async def authenticated_user(
     if user is None or user.blocked or (email_confirmation and not user.confirmed):
         raise UnauthorizedError(INVALID_CREDENTIALS)
     return user
+
+
+@dataclass(frozen=True)
+class SessionView:
+    id: str
+    device_name: str | None
+    ip: str | None
+    current: bool
+    login_at: datetime
+    last_active_at: datetime
+
+
+async def list_sessions(
+    session: AsyncSession, user_id: int, *, current: str, now: datetime
+) -> list[SessionView]:
+    """Live sessions, the caller's first, then the most recently active."""
+    query = select(Session).where(
+        Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > now
+    )
+    rows = (await session.scalars(query)).all()
+    views = [
+        SessionView(r.id, r.device_name, r.ip, r.id == current, r.created_at, r.last_active_at)
+        for r in rows
+    ]
+    views.sort(key=lambda v: (not v.current, -v.last_active_at.timestamp(), v.id))
+    return views
+
+
+async def rotate_current(
+    session: AsyncSession,
+    keys: TokenKeys,
+    user_id: int,
+    session_id: str,
+    *,
+    now: datetime,
+    lifetimes: Lifetimes,
+) -> RefreshToken | None:
+    """After a password change: fresh refresh-token material for the session that asked, if it has any."""
+    condition = and_(
+        Session.id == session_id,
+        Session.user_id == user_id,
+        Session.generation > 0,
+        Session.revoked_at.is_(None),
+        Session.expires_at > now,
+    )
+    return await _advance_generation(
+        session, keys, condition, user_id, session_id, now=now, lifetimes=lifetimes
+    )
+
+
+async def extend_access_only_session(
+    session: AsyncSession, session_id: str, *, now: datetime, lifetimes: Lifetimes
+) -> None:
+    """A session without refresh tokens lives as long as its newest access token."""
+    await session.execute(
+        update(Session)
+        .where(
+            Session.id == session_id,
+            Session.generation == 0,
+            Session.expires_at < now + lifetimes.access,
+        )
+        .values(expires_at=now + lifetimes.access, last_active_at=now)
+        .execution_options(synchronize_session=False)
+    )

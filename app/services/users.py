@@ -14,8 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import utc_ms
 from app.errors import (
     BLOCKED,
+    CURRENT_PASSWORD_INVALID,
     INVALID_LOGIN,
     NOT_CONFIRMED,
+    SAME_PASSWORD,
     TAKEN,
     ApplicationError,
     ValidationError,
@@ -40,15 +42,23 @@ class Registration:
     password: str
 
 
+FieldErrors = list[tuple[list[str | int], str]]
+
+
+def _password_policy(password: str, min_length: int) -> FieldErrors:
+    if len(password) < min_length:
+        return [(["password"], f"password must be at least {min_length} characters")]
+    return []
+
+
 def check_registration(reg: Registration, *, password_min_length: int) -> None:
     """The content-type rules Strapi applies after its request schema (its messages, all at once)."""
-    errors: list[tuple[list[str | int], str]] = []
+    errors: FieldErrors = []
     if len(reg.username) < 3:
         errors.append((["username"], "username must be at least 3 characters"))
     if len(reg.email) < 6:
         errors.append((["email"], "email must be at least 6 characters"))
-    if len(reg.password) < password_min_length:
-        errors.append((["password"], f"password must be at least {password_min_length} characters"))
+    errors += _password_policy(reg.password, password_min_length)
     if errors:
         raise ValidationError.from_field_errors(errors)
 
@@ -144,3 +154,38 @@ async def upgrade_password_hash(
         .where(User.id == user_id, User.password_hash == old_hash)
         .values(password_hash=new_hash)
     )
+
+
+async def prepare_password_change(
+    hasher: PasswordHasher,
+    user: User,
+    current_password: str,
+    new_password: str,
+    *,
+    password_min_length: int,
+) -> str:
+    """Strapi's checks, in its order; returns the new hash (computed off the event loop)."""
+    ok, _ = await hasher.verify(current_password, user.password_hash)
+    if not ok:
+        raise ValidationError(CURRENT_PASSWORD_INVALID)
+    if new_password == current_password:
+        raise ValidationError(SAME_PASSWORD)
+    if errors := _password_policy(new_password, password_min_length):
+        raise ValidationError.from_field_errors(errors)
+    return await hasher.hash(new_password)
+
+
+async def set_password(session: AsyncSession, user: User, new_hash: str, *, now: datetime) -> User:
+    """Replace the hash the caller verified; a concurrent change in between makes this one fail."""
+    stamp = utc_ms(now)
+    statement = (
+        update(User)
+        .where(User.id == user.id, User.password_hash == user.password_hash)
+        .values(password_hash=new_hash, updated_at=stamp)
+        .returning(User)
+        .execution_options(synchronize_session=False)
+    )
+    updated = (await session.scalars(statement)).first()
+    if updated is None:
+        raise ValidationError(CURRENT_PASSWORD_INVALID)
+    return updated

@@ -1,16 +1,34 @@
-"""Local authentication: register and log in (Strapi ``users-permissions`` paths)."""
+"""Local authentication: Strapi ``users-permissions`` paths plus the refresh-token plugin's."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import JSONResponse
 
-from app.api.deps import ClientDep, Now, RuntimeDep
+from app.api import transport
+from app.api.deps import ClientDep, CurrentPrincipal, Now, RuntimeDep
 from app.api.docs import errors
-from app.errors import REGISTER_DISABLED, ApplicationError
-from app.schemas.auth import AuthResponse, LoginRequest, RegisterRequest
+from app.errors import (
+    REGISTER_DISABLED,
+    AppError,
+    ApplicationError,
+    ForbiddenError,
+    UnauthorizedError,
+    ValidationError,
+)
+from app.schemas.auth import (
+    AuthResponse,
+    ChangePasswordRequest,
+    LoginRequest,
+    LogoutRequest,
+    OkResponse,
+    RefreshRequest,
+    RefreshResponse,
+    RegisterRequest,
+)
 from app.schemas.common import user_payload
 from app.services import sessions, tokens, users
+from app.services.sessions import Refused, Revocation
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
@@ -30,7 +48,8 @@ def registration_open(runtime: RuntimeDep) -> None:
 async def login(
     body: LoginRequest, runtime: RuntimeDep, now: Now, client: ClientDep
 ) -> JSONResponse:
-    """Returns a short-lived access token and the user. Every successful login starts a session."""
+    """Returns a short-lived access token and the user; with `requestRefresh: true` (or `REQUEST_REFRESH_ON_ALL`)
+    also a refresh token, in the body or, in cookie mode, in an HttpOnly cookie. Every login starts a session."""
     settings = runtime.settings
     async with runtime.db.read() as session:
         candidate = await users.find_for_login(session, body.identifier)
@@ -39,12 +58,22 @@ async def login(
     )
     async with runtime.db.write() as session:
         started = await sessions.start_session(
-            session, user.id, client, now=now, max_age=settings.session_max_age
+            session,
+            runtime.keys,
+            user.id,
+            client,
+            now=now,
+            lifetimes=runtime.lifetimes,
+            with_refresh=body.requestRefresh or settings.request_refresh_on_all,
         )
         if upgraded_hash and user.password_hash:
             await users.upgrade_password_hash(session, user.id, user.password_hash, upgraded_hash)
-    jwt = tokens.issue_access_token(runtime.keys, user_id=user.id, session_id=started.id, now=now)
-    return JSONResponse({"jwt": jwt, "user": user_payload(user)})
+    jwt = tokens.issue_access_token(
+        runtime.keys, user_id=user.id, session_id=started.session_id, now=now
+    )
+    return transport.token_response(
+        settings, {"jwt": jwt, "user": user_payload(user)}, started.refresh, now=now
+    )
 
 
 @router.post(
@@ -58,21 +87,180 @@ async def login(
 async def register(
     body: RegisterRequest, runtime: RuntimeDep, now: Now, client: ClientDep
 ) -> JSONResponse:
-    """Creates the account (email stored lower-cased), starts a session and returns its access token."""
+    """Creates the account (email stored lower-cased), starts a session and returns its access token
+    (and a refresh token when `REQUEST_REFRESH_ON_ALL` is on)."""
     settings = runtime.settings
     registration = users.Registration(body.username, body.email, body.password)
     users.check_registration(registration, password_min_length=settings.password_min_length)
     password_hash = await runtime.hasher.hash(body.password)
     async with runtime.db.write() as session:
         user = await users.create_user(
-            session,
-            registration,
-            password_hash,
-            confirmed=not settings.email_confirmation,
-            now=now,
+            session, registration, password_hash, confirmed=not settings.email_confirmation, now=now
         )
         started = await sessions.start_session(
-            session, user.id, client, now=now, max_age=settings.session_max_age
+            session,
+            runtime.keys,
+            user.id,
+            client,
+            now=now,
+            lifetimes=runtime.lifetimes,
+            with_refresh=settings.request_refresh_on_all,
         )
-    jwt = tokens.issue_access_token(runtime.keys, user_id=user.id, session_id=started.id, now=now)
-    return JSONResponse({"jwt": jwt, "user": user_payload(user)})
+    jwt = tokens.issue_access_token(
+        runtime.keys, user_id=user.id, session_id=started.session_id, now=now
+    )
+    return transport.token_response(
+        settings, {"jwt": jwt, "user": user_payload(user)}, started.refresh, now=now
+    )
+
+
+async def refresh(
+    request: Request,
+    runtime: RuntimeDep,
+    now: Now,
+    client: ClientDep,
+    body: RefreshRequest | None = Body(default=None),  # noqa: B008 - FastAPI's way to declare an optional body
+) -> JSONResponse:
+    """Exchange a refresh token (cookie first in cookie mode, else `refreshToken` in the body) for a new access
+    token. With rotation on, also returns its successor and retires it; replaying a retired token outside
+    the grace window revokes the whole session. The `Authorization` header is ignored here."""
+    settings = runtime.settings
+    token, from_cookie = transport.refresh_token_of(
+        request, settings, body.refreshToken if body else None
+    )
+    if token is None:
+        raise ValidationError("Missing refresh token")
+    if from_cookie:
+        transport.refuse_cross_site(request, settings)
+    async with runtime.db.write() as session:
+        outcome = await sessions.refresh(
+            session,
+            runtime.keys,
+            token,
+            client,
+            now=now,
+            lifetimes=runtime.lifetimes,
+            rotate=settings.refresh_token_rotation,
+        )
+    # Committed: a reuse verdict revoked the session before this refusal goes out.
+    if isinstance(outcome, Refused):
+        raise outcome.error()
+    jwt = tokens.issue_access_token(
+        runtime.keys, user_id=outcome.user_id, session_id=outcome.session_id, now=now
+    )
+    return transport.token_response(settings, {"jwt": jwt}, outcome.refresh, now=now)
+
+
+for path, name in (("/local/refresh", "refresh_plugin"), ("/refresh", "refresh")):
+    router.add_api_route(
+        path,
+        refresh,
+        methods=["POST"],
+        name=name,
+        response_model=RefreshResponse,
+        response_model_exclude_none=True,
+        responses=errors(400, 401, 403, 413, 500),
+        summary="Get a new access token with a refresh token"
+        + (" (the refresh-token plugin's path)" if path == "/local/refresh" else ""),
+    )
+
+
+@router.post(
+    "/logout",
+    response_model=OkResponse,
+    responses=errors(400, 401, 403, 413, 500),
+    summary="End this session, all others, or all",
+)
+async def logout(
+    request: Request,
+    runtime: RuntimeDep,
+    now: Now,
+    body: LogoutRequest | None = Body(default=None),  # noqa: B008
+) -> JSONResponse:
+    """Works with a valid access token, or with only a refresh token (cookie or body), so a client whose access
+    token expired can still log out. `scope`: `local` (default), `others` or `all`. Clears the cookie."""
+    settings = runtime.settings
+    scope = body.scope if body else "local"
+    identity: tuple[int, str] | None = None
+    failure: AppError | None = None
+    access = transport.bearer_token(request)
+    if access is not None:
+        try:
+            claims = tokens.read_access_token(runtime.keys, access, now=now)
+            identity = (claims.user_id, claims.session_id)
+        except UnauthorizedError as exc:
+            failure = exc
+    if identity is None:
+        token, from_cookie = transport.refresh_token_of(
+            request, settings, body.refreshToken if body else None
+        )
+        if token is not None:
+            if from_cookie:
+                transport.refuse_cross_site(request, settings)
+            identity = sessions.identify(runtime.keys, token, now=now)
+            if identity is None:
+                failure = UnauthorizedError(sessions.INVALID_REFRESH_TOKEN)
+    if identity is None:
+        raise failure or ForbiddenError()
+    user_id, session_id = identity
+    async with runtime.db.write() as session:
+        if scope == "local":
+            await sessions.revoke_session(
+                session, session_id, reason=Revocation.LOGOUT, now=now, user_id=user_id
+            )
+        else:
+            await sessions.revoke_user_sessions(
+                session,
+                user_id,
+                reason=Revocation.LOGOUT_ALL if scope == "all" else Revocation.LOGOUT_OTHERS,
+                now=now,
+                keep=session_id if scope == "others" else None,
+            )
+    response = JSONResponse({"ok": True})
+    if settings.cookie_response and scope != "others":
+        transport.clear_refresh_cookie(response, settings)
+    return response
+
+
+@router.post(
+    "/change-password",
+    response_model=AuthResponse,
+    response_model_exclude_none=True,
+    responses=errors(400, 401, 403, 413, 429, 500),
+    summary="Change the password; every other session is revoked",
+)
+async def change_password(
+    body: ChangePasswordRequest, principal: CurrentPrincipal, runtime: RuntimeDep, now: Now
+) -> JSONResponse:
+    """Returns a new access token for this session (and a fresh refresh token if the session has one)."""
+    settings = runtime.settings
+    new_hash = await users.prepare_password_change(
+        runtime.hasher,
+        principal.user,
+        body.currentPassword,
+        body.password,
+        password_min_length=settings.password_min_length,
+    )
+    async with runtime.db.write() as session:
+        user = await users.set_password(session, principal.user, new_hash, now=now)
+        await sessions.revoke_user_sessions(
+            session, user.id, reason=Revocation.PASSWORD_CHANGED, now=now, keep=principal.session_id
+        )
+        refresh_token = await sessions.rotate_current(
+            session,
+            runtime.keys,
+            user.id,
+            principal.session_id,
+            now=now,
+            lifetimes=runtime.lifetimes,
+        )
+        if refresh_token is None:
+            await sessions.extend_access_only_session(
+                session, principal.session_id, now=now, lifetimes=runtime.lifetimes
+            )
+    jwt = tokens.issue_access_token(
+        runtime.keys, user_id=user.id, session_id=principal.session_id, now=now
+    )
+    return transport.token_response(
+        settings, {"jwt": jwt, "user": user_payload(user)}, refresh_token, now=now
+    )

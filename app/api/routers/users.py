@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from app.api.deps import CurrentUser
+from app.api.deps import CurrentPrincipal
 from app.api.docs import errors
 from app.schemas.common import UserOut, user_payload
 
@@ -18,6 +18,6 @@ router = APIRouter(prefix="/api/users", tags=["users"])
     responses=errors(401, 403, 500),
     summary="The user the access token belongs to",
 )
-async def me(user: CurrentUser) -> JSONResponse:
+async def me(principal: CurrentPrincipal) -> JSONResponse:
     """The bare user object (no envelope), as Strapi returns it."""
-    return JSONResponse(user_payload(user))
+    return JSONResponse(user_payload(principal.user))

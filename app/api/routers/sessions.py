@@ -1,0 +1,71 @@
+"""The signed-in user's sessions (devices): list them, end one."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from app.api.deps import CurrentPrincipal, Now, RuntimeDep
+from app.api.docs import errors
+from app.errors import NotFoundError
+from app.schemas.auth import EmptyData, SessionsResponse
+from app.schemas.common import iso_ms
+from app.services import sessions
+from app.services.sessions import Revocation
+
+router = APIRouter(prefix="/api/auth/sessions", tags=["sessions"])
+
+SESSION_NOT_FOUND = "Session not found"
+
+
+@router.get(
+    "",
+    response_model=SessionsResponse,
+    responses=errors(401, 403, 500),
+    summary="List the live sessions of the signed-in user, the current one first",
+)
+async def list_sessions(principal: CurrentPrincipal, runtime: RuntimeDep, now: Now) -> JSONResponse:
+    async with runtime.db.read() as session:
+        views = await sessions.list_sessions(
+            session, principal.user.id, current=principal.session_id, now=now
+        )
+    return JSONResponse(
+        {
+            "data": [
+                {
+                    "id": v.id,
+                    "deviceName": v.device_name,
+                    "ip": v.ip,
+                    "current": v.current,
+                    "loginAt": iso_ms(v.login_at),
+                    "lastActiveAt": iso_ms(v.last_active_at),
+                }
+                for v in views
+            ]
+        }
+    )
+
+
+@router.delete(
+    "/{session_id}",
+    response_model=EmptyData,
+    responses=errors(401, 403, 404, 500),
+    summary="End one session of the signed-in user (its refresh and access tokens stop working)",
+)
+async def revoke_session(
+    session_id: str, principal: CurrentPrincipal, runtime: RuntimeDep, now: Now
+) -> JSONResponse:
+    """Any id that names no live session of this user, well-formed or not, is a 404."""
+    revoked = False
+    if len(session_id) <= 64:
+        async with runtime.db.write() as session:
+            revoked = await sessions.revoke_session(
+                session,
+                session_id,
+                reason=Revocation.USER_REVOKED,
+                now=now,
+                user_id=principal.user.id,
+            )
+    if not revoked:
+        raise NotFoundError(SESSION_NOT_FOUND)
+    return JSONResponse({"data": {}})
