@@ -62,7 +62,10 @@ def _print_value(value: Any) -> str:
 
 
 def _field_message(error: dict[str, Any], field: str) -> str:
-    kind = error["type"]
+    # A length bound on a type that also has validators is checked generically ("too_short").
+    kind = {"too_short": "string_too_short", "too_long": "string_too_long"}.get(
+        error["type"], error["type"]
+    )
     ctx = error.get("ctx") or {}
     value = error.get("input")
     if kind == "missing" or (kind in _TYPE_NAMES and value is None):
@@ -78,6 +81,8 @@ def _field_message(error: dict[str, Any], field: str) -> str:
             f"{field} must be a `{_TYPE_NAMES[kind]}` type, "
             f"but the final value was: `{_print_value(value)}`."
         )
+    if kind == "nul_character":
+        return f"{field} must not contain NUL characters"
     if kind.startswith("strapi_"):
         return str(error["msg"])  # our own validators speak Strapi's words already
     return f"{field} is invalid"

@@ -38,10 +38,18 @@ def _at_most_72_bytes(value: str) -> str:
     return value
 
 
+def _no_nul(value: str) -> str:
+    # No legitimate value holds U+0000, and PostgreSQL cannot store it: refuse it here, not with a 500.
+    if "\x00" in value:
+        raise PydanticCustomError("nul_character", "must not contain NUL characters")
+    return value
+
+
 # yup's `required` treats "" as missing; StrictStr refuses numbers, booleans, objects.
-Required = Annotated[StrictStr, Field(min_length=1)]
-Email = Annotated[StrictStr, Field(min_length=1, max_length=255), AfterValidator(_valid_email)]
-NewPassword = Annotated[StrictStr, Field(min_length=1), AfterValidator(_at_most_72_bytes)]
+Text = Annotated[StrictStr, AfterValidator(_no_nul)]
+Required = Annotated[Text, Field(min_length=1)]
+Email = Annotated[Text, Field(min_length=1, max_length=255), AfterValidator(_valid_email)]
+NewPassword = Annotated[Text, Field(min_length=1), AfterValidator(_at_most_72_bytes)]
 
 
 class LoginRequest(BaseModel):
@@ -152,7 +160,7 @@ class RefreshRequest(BaseModel):
         extra="ignore", json_schema_extra={"examples": [{"refreshToken": "eyJhbGciOi..."}]}
     )
 
-    refreshToken: StrictStr | None = None
+    refreshToken: Text | None = None
 
 
 class RefreshResponse(BaseModel):
@@ -183,7 +191,7 @@ class LogoutRequest(BaseModel):
         AfterValidator(_scope),
         Field(json_schema_extra={"enum": ["local", "others", "all"]}),
     ] = "local"
-    refreshToken: StrictStr | None = None
+    refreshToken: Text | None = None
 
 
 class OkResponse(BaseModel):

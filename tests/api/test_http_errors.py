@@ -94,3 +94,25 @@ async def test_a_crash_is_a_500_envelope_without_internals(
     }
     assert "secret internal detail" not in response.text
     assert "Traceback" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/auth/local", {"identifier": "al\u0000ice", "password": "x"}),
+        ("/api/auth/local", {"identifier": "alice", "password": "pass\u0000word"}),
+        (
+            "/api/auth/local/register",
+            {"username": "a\u0000b", "email": "a@b.co", "password": "123456"},
+        ),
+        ("/api/auth/refresh", {"refreshToken": "abc\u0000def"}),
+    ],
+)
+async def test_nul_characters_are_a_validation_error(
+    client: httpx.AsyncClient, path: str, body: dict[str, str]
+) -> None:
+    response = await client.post(path, json=body)
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["name"] == "ValidationError"
+    assert error["message"].endswith("must not contain NUL characters")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
@@ -16,6 +18,7 @@ from app.services.sessions import Revocation
 router = APIRouter(prefix="/api/auth/sessions", tags=["sessions"])
 
 SESSION_NOT_FOUND = "Session not found"
+SESSION_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @router.get(
@@ -57,7 +60,7 @@ async def revoke_session(
 ) -> JSONResponse:
     """Any id that names no live session of this user, well-formed or not, is a 404."""
     revoked = False
-    if len(session_id) <= 64:
+    if SESSION_ID.fullmatch(session_id):
         async with runtime.db.write() as session:
             revoked = await sessions.revoke_session(
                 session,
