@@ -1,0 +1,101 @@
+"""Housekeeping: dead sessions are deleted in batches; live ones are untouched."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+
+import httpx
+from jose import jwt as jose_jwt
+from sqlalchemy import func, select, update
+
+from app.db import Database
+from app.models import Session
+from app.services.purge import purge_sessions
+from app.settings import Settings
+from tests.api.helpers import bearer, login, register
+from tests.support import ROOT, FakeClock
+
+
+async def _count(db: Database) -> int:
+    async with db.read() as session:
+        return int(await session.scalar(select(func.count()).select_from(Session)) or 0)
+
+
+async def test_purge_deletes_only_dead_sessions(
+    client: httpx.AsyncClient, settings: Settings, clock: FakeClock
+) -> None:
+    await register(client)  # an access-only session: dead once its 15 minutes are over
+    live = (await login(client, requestRefresh=True)).json()
+    revoked = (await login(client, requestRefresh=True)).json()
+    await client.post("/api/auth/logout", headers=bearer(revoked["jwt"]))
+    idle = (await login(client, requestRefresh=True)).json()
+    db = Database(settings)
+    try:
+        idle_sid = jose_jwt.get_unverified_claims(idle["jwt"])["sid"]
+        async with db.write() as session:
+            # This one's absolute lifetime ends in ten minutes.
+            await session.execute(
+                update(Session)
+                .where(Session.id == idle_sid)
+                .values(expires_at=clock.now + timedelta(minutes=10))
+            )
+        assert await _count(db) == 4
+        clock.advance(timedelta(minutes=20))
+        refreshed = await client.post(
+            "/api/auth/refresh", json={"refreshToken": live["refreshToken"]}
+        )
+        assert refreshed.status_code == 200
+        deleted = await purge_sessions(
+            db, now=clock.now, access_ttl=timedelta(minutes=15), batch_size=1
+        )
+        assert deleted == 3  # access-only and over, revoked, past its absolute end
+        assert await _count(db) == 1
+        # Idle for 30 days plus an access token's life: the refresh token can never be used again.
+        ttl = timedelta(minutes=15)
+        clock.advance(timedelta(days=30, minutes=14))
+        assert await purge_sessions(db, now=clock.now, access_ttl=ttl, batch_size=9) == 0
+        clock.advance(timedelta(minutes=2))
+        assert await purge_sessions(db, now=clock.now, access_ttl=ttl, batch_size=9) == 1
+        assert await _count(db) == 0
+    finally:
+        await db.dispose()
+
+
+async def test_purge_stops_after_max_batches(
+    client: httpx.AsyncClient, settings: Settings, clock: FakeClock
+) -> None:
+    await register(client)
+    for _ in range(5):
+        await login(client)
+    clock.advance(timedelta(hours=1))
+    db = Database(settings)
+    try:
+        deleted = await purge_sessions(
+            db, now=clock.now, access_ttl=timedelta(minutes=15), batch_size=2, max_batches=2
+        )
+        assert deleted == 4
+        assert await _count(db) == 2
+    finally:
+        await db.dispose()
+
+
+def test_purge_command(settings: Settings) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "purge"],
+        cwd=ROOT,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "DATABASE_URL": settings.database_url,
+            "ENVIRONMENT": "test",
+            "JWT_SECRET": "x" * 40,
+            "REFRESH_JWT_SECRET": "y" * 40,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "purged 0 dead sessions"
