@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
+from pydantic import ValidationError
 
 from app.api import errors
 from app.api.routers import auth, health, sessions, users
@@ -25,10 +26,11 @@ logger = logging.getLogger("refreshd")
 
 def create_app(settings: Settings | None = None, *, clock: Clock = system_clock) -> FastAPI:
     """Build the app. Nothing connects here: the lifespan opens the database and the hashing pool."""
-    settings = (settings or Settings()).with_development_secrets()
+    settings = settings or settings_from_environment()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
+    settings = settings.with_development_secrets()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -67,6 +69,19 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
     app.include_router(health.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def settings_from_environment() -> Settings:
+    """Settings from the environment; a bad configuration stops the process with a readable reason."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        reasons = "; ".join(
+            (f"{'.'.join(str(p) for p in error['loc']).upper()}: " if error["loc"] else "")
+            + str(error["msg"]).removeprefix("Value error, ")
+            for error in exc.errors()
+        )
+        raise SystemExit(f"refreshd: invalid configuration: {reasons}") from None
 
 
 async def purge_periodically(runtime: Runtime) -> None:

@@ -126,7 +126,26 @@ def secret_problem(name: str, value: str) -> str | None:
     return None
 
 
-class Settings(BaseSettings):
+class DatabaseSettings(BaseSettings):
+    """Just what migrations need: they run before, and apart from, the service's own checks."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        hide_input_in_errors=True,
+    )
+
+    database_url: str = "sqlite+aiosqlite:///./refreshd.db"
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalize_database_url(cls, value: str) -> str:
+        return normalize_database_url(value)
+
+
+class Settings(DatabaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env",
         env_file_encoding="utf-8",
@@ -137,7 +156,6 @@ class Settings(BaseSettings):
     )
 
     environment: Literal["development", "production", "test"] = "development"
-    database_url: str = "sqlite+aiosqlite:///./refreshd.db"
     db_pool_size: int = Field(default=20, ge=1, le=500)
     db_max_overflow: int = Field(default=10, ge=0, le=500)
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
@@ -213,11 +231,6 @@ class Settings(BaseSettings):
         if self.production_url and (origin := url_origin(self.production_url)):
             origins.append(origin)
         return list(dict.fromkeys(origins))
-
-    @field_validator("database_url")
-    @classmethod
-    def _normalize_database_url(cls, value: str) -> str:
-        return normalize_database_url(value)
 
     @model_validator(mode="after")
     def _refuse_weak_secrets_in_production(self) -> Settings:

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import app.models  # noqa: F401 - registers the tables on Base.metadata
 from app.db import Base
-from app.settings import Settings
+from app.settings import DatabaseSettings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -23,7 +23,7 @@ target_metadata = Base.metadata
 def database_url() -> str:
     # Tests and tools pass a URL explicitly; otherwise the service's settings decide (env, .env).
     explicit = config.attributes.get("database_url")
-    return str(explicit) if explicit else Settings().database_url
+    return str(explicit) if explicit else DatabaseSettings().database_url
 
 
 def run_migrations_offline() -> None:
