@@ -38,6 +38,8 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         access_log=False,
+        # X-Forwarded-For is the application's call (TRUSTED_PROXIES), not uvicorn's.
+        proxy_headers=False,
     )
     return 0
 

@@ -15,6 +15,8 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import ValidationError
 
 from app.api import errors
+from app.api.limits import BodySizeLimit
+from app.api.ratelimit import RateLimitHeaders
 from app.api.routers import auth, health, sessions, users
 from app.clock import Clock, system_clock
 from app.runtime import Runtime
@@ -53,6 +55,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
         lifespan=lifespan,
     )
     errors.install(app)
+    app.add_middleware(RateLimitHeaders)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_size)
     if settings.allowed_origins:
         # Credentials (the refresh cookie) only for the configured origins, never a wildcard.
         app.add_middleware(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_network
 
+from app.api.ratelimit import RateLimiter
 from app.clock import Clock
 from app.db import Database
 from app.security.passwords import Argon2Params
@@ -21,6 +23,8 @@ class Runtime:
     hasher: PasswordHasher
     keys: TokenKeys
     lifetimes: Lifetimes
+    limiter: RateLimiter
+    trusted_proxies: list[IPv4Network | IPv6Network]
 
     @classmethod
     def start(cls, settings: Settings, clock: Clock) -> Runtime:
@@ -48,6 +52,8 @@ class Runtime:
                 session_max=settings.session_max_age,
                 reuse_grace=settings.refresh_token_reuse_grace,
             ),
+            limiter=RateLimiter(settings),
+            trusted_proxies=[ip_network(p, strict=False) for p in settings.trusted_proxies],
         )
 
     async def stop(self) -> None:

@@ -181,6 +181,15 @@ class Settings(DatabaseSettings):
     session_purge_interval: Duration = timedelta(hours=1)
     session_purge_batch: int = Field(default=1000, ge=1, le=100_000)
 
+    rate_limit_enabled: bool = True
+    rate_limit_max: int = Field(
+        default=10, ge=1, description="requests per window, per route and key"
+    )
+    rate_limit_interval: Duration = timedelta(seconds=60)
+    redis_url: str | None = Field(default=None, description="shares rate limits across instances")
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_body_size: int = Field(default=64 * 1024, ge=1024, description="bytes")
+
     allow_register: bool = True
     email_confirmation: bool = False
     password_min_length: int = Field(default=6, ge=1, le=72)
@@ -204,6 +213,30 @@ class Settings(DatabaseSettings):
         if isinstance(value, str):
             return [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
         return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"TRUSTED_PROXIES: {item!r} is not an IP address or network"
+                ) from None
+        return value
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _blank_redis(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("cookie_samesite", mode="before")
     @classmethod

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Start refreshd: bring the database schema up to date, then serve. The container's CMD.
-# Settings come from the environment (see app/settings.py); PORT and FORWARDED_ALLOW_IPS tune uvicorn.
+# Settings come from the environment (see app/settings.py); PORT tunes uvicorn. Behind a proxy, set
+# TRUSTED_PROXIES: the application, not uvicorn, decides when X-Forwarded-For is believed.
 set -eu
 
 # alembic.ini and migrations/ sit beside docker/.
@@ -13,6 +14,5 @@ alembic upgrade head
 exec uvicorn --factory app.main:create_app \
     --host 0.0.0.0 \
     --port "${PORT:-8000}" \
-    --proxy-headers \
-    --forwarded-allow-ips "${FORWARDED_ALLOW_IPS:-127.0.0.1}" \
+    --no-proxy-headers \
     --no-access-log

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.api import transport
+from app.api import ratelimit, transport
 from app.errors import ForbiddenError
 from app.models import User
 from app.runtime import Runtime
@@ -29,7 +29,13 @@ def get_now(runtime: RuntimeDep) -> datetime:
 
 
 Now = Annotated[datetime, Depends(get_now)]
-ClientDep = Annotated[Client, Depends(transport.client_of)]
+
+
+def get_client(request: Request, runtime: RuntimeDep) -> Client:
+    return transport.client_of(request, runtime.trusted_proxies)
+
+
+ClientDep = Annotated[Client, Depends(get_client)]
 
 
 @dataclass(frozen=True)
@@ -57,3 +63,22 @@ async def get_principal(request: Request, runtime: RuntimeDep, now: Now) -> Prin
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+async def rate_limit(request: Request, runtime: RuntimeDep, client: ClientDep) -> None:
+    """Strapi's limit on public routes: per route and client address."""
+    await ratelimit.enforce(request, runtime.limiter, ip=client.ip, by_email=False)
+
+
+async def rate_limit_by_email(request: Request, runtime: RuntimeDep, client: ClientDep) -> None:
+    """Per route, address and the body's email (register, forgot password, send confirmation)."""
+    await ratelimit.enforce(request, runtime.limiter, ip=client.ip, by_email=True)
+
+
+async def rate_limit_user(
+    request: Request, runtime: RuntimeDep, client: ClientDep, principal: CurrentPrincipal
+) -> None:
+    """Per route and signed-in user; runs after authentication, so 401/403 are not counted."""
+    await ratelimit.enforce(
+        request, runtime.limiter, ip=client.ip, by_email=False, user_id=principal.user.id
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import datetime
 from typing import Any
 
@@ -29,9 +30,37 @@ def bearer_token(request: Request) -> str | None:
     return parts[1]
 
 
-def client_of(request: Request) -> Client:
+Networks = list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+
+
+def _trusted(address: str, networks: Networks) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def client_ip(request: Request, trusted_proxies: Networks) -> str | None:
+    """The caller's address. ``X-Forwarded-For`` counts only when the direct peer is a trusted proxy; then the
+    right-most address that is not itself a trusted proxy is the client (anything left of it is client-written)."""
+    peer = request.client.host if request.client else None
+    if peer is None or not trusted_proxies or not _trusted(peer, trusted_proxies):
+        return peer
+    hops = [hop.strip() for hop in ",".join(request.headers.getlist("x-forwarded-for")).split(",")]
+    for hop in reversed([h for h in hops if h]):
+        try:
+            address = str(ipaddress.ip_address(hop))
+        except ValueError:
+            return peer  # a garbled chain: trust nothing in it
+        if not _trusted(address, trusted_proxies):
+            return address
+    return peer
+
+
+def client_of(request: Request, trusted_proxies: Networks) -> Client:
     return Client(
-        ip=request.client.host if request.client else None,
+        ip=client_ip(request, trusted_proxies),
         user_agent=request.headers.get("user-agent"),
     )
 

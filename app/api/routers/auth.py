@@ -6,7 +6,15 @@ from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import JSONResponse
 
 from app.api import transport
-from app.api.deps import ClientDep, CurrentPrincipal, Now, RuntimeDep
+from app.api.deps import (
+    ClientDep,
+    CurrentPrincipal,
+    Now,
+    RuntimeDep,
+    rate_limit,
+    rate_limit_by_email,
+    rate_limit_user,
+)
 from app.api.docs import errors
 from app.errors import (
     REGISTER_DISABLED,
@@ -43,6 +51,7 @@ def registration_open(runtime: RuntimeDep) -> None:
     response_model=AuthResponse,
     response_model_exclude_none=True,
     responses=errors(400, 413, 429, 500),
+    dependencies=[Depends(rate_limit)],
     summary="Log in with an identifier (email or username) and a password",
 )
 async def login(
@@ -81,7 +90,7 @@ async def login(
     response_model=AuthResponse,
     response_model_exclude_none=True,
     responses=errors(400, 413, 429, 500),
-    dependencies=[Depends(registration_open)],
+    dependencies=[Depends(registration_open), Depends(rate_limit_by_email)],
     summary="Register a local account",
 )
 async def register(
@@ -227,6 +236,7 @@ async def logout(
     response_model=AuthResponse,
     response_model_exclude_none=True,
     responses=errors(400, 401, 403, 413, 429, 500),
+    dependencies=[Depends(rate_limit_user)],
     summary="Change the password; every other session is revoked",
 )
 async def change_password(
