@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from app.api import errors
 from app.api.limits import BodySizeLimit
 from app.api.ratelimit import RateLimitHeaders
-from app.api.routers import auth, health, sessions, users
+from app.api.routers import account, auth, health, sessions, users
 from app.clock import Clock, system_clock
 from app.runtime import Runtime
 from app.services.purge import purge_sessions
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
             max_age=600,
         )
     app.include_router(auth.router)
+    app.include_router(account.router)
     app.include_router(users.router)
     app.include_router(sessions.router)
     app.include_router(health.router)

@@ -8,11 +8,28 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from app.api.ratelimit import RateLimiter
 from app.clock import Clock
 from app.db import Database
+from app.security.codes import derive_key
 from app.security.passwords import Argon2Params
 from app.services.hashing import PasswordHasher
+from app.services.mail import Mailer, SmtpConfig, Templates, build_mailer
 from app.services.sessions import Lifetimes
 from app.services.tokens import TokenKeys
 from app.settings import Settings
+
+
+def smtp_config(settings: Settings) -> SmtpConfig | None:
+    if not settings.smtp_host:
+        return None
+    return SmtpConfig(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        username=settings.smtp_username,
+        password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+        starttls=settings.smtp_starttls,
+        use_tls=settings.smtp_use_tls,
+        timeout=settings.smtp_timeout,
+        sender=settings.mail_from,
+    )
 
 
 @dataclass
@@ -25,6 +42,9 @@ class Runtime:
     lifetimes: Lifetimes
     limiter: RateLimiter
     trusted_proxies: list[IPv4Network | IPv6Network]
+    mailer: Mailer
+    templates: Templates
+    code_key: bytes
 
     @classmethod
     def start(cls, settings: Settings, clock: Clock) -> Runtime:
@@ -54,6 +74,10 @@ class Runtime:
             ),
             limiter=RateLimiter(settings),
             trusted_proxies=[ip_network(p, strict=False) for p in settings.trusted_proxies],
+            mailer=build_mailer(smtp_config(settings), outbox=settings.mail_outbox),
+            # Loaded now, so a broken template stops the start, not the first email.
+            templates=Templates.load(settings.mail_templates),
+            code_key=derive_key(settings.jwt_secret.get_secret_value()),
         )
 
     async def stop(self) -> None:

@@ -194,6 +194,26 @@ class Settings(DatabaseSettings):
     email_confirmation: bool = False
     password_min_length: int = Field(default=6, ge=1, le=72)
 
+    public_url: str = Field(
+        default="http://127.0.0.1:8000", description="this service's own URL, for links in emails"
+    )
+    reset_password_url: str | None = Field(
+        default=None, description="the frontend's reset page; the link adds ?code=<code>"
+    )
+    reset_password_ttl: Duration = timedelta(hours=1)
+    email_confirmation_ttl: Duration = timedelta(days=3)
+    email_confirmation_redirect: str = "/"
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    smtp_use_tls: bool = False
+    smtp_timeout: float = Field(default=10.0, gt=0, le=300)
+    mail_from: str = "refreshd <no-reply@localhost>"
+    mail_outbox: Path | None = Field(default=None, description="development: also write mails here")
+    mail_templates: Path | None = None
+
     argon2_memory_cost: int = Field(default=19456, ge=19456, description="KiB; OWASP minimum")
     argon2_time_cost: int = Field(default=2, ge=2)
     argon2_parallelism: int = Field(default=1, ge=1)
@@ -202,7 +222,17 @@ class Settings(DatabaseSettings):
     dev_secrets_file: Path = Path(".refreshd-secrets.json")
     log_level: str = "INFO"
 
-    @field_validator("production_url", "cookie_domain", mode="before")
+    @field_validator(
+        "production_url",
+        "cookie_domain",
+        "reset_password_url",
+        "smtp_host",
+        "smtp_username",
+        "smtp_password",
+        "mail_outbox",
+        "mail_templates",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -252,6 +282,10 @@ class Settings(DatabaseSettings):
         return self
 
     @property
+    def reset_link_base(self) -> str:
+        return self.reset_password_url or f"{self.public_url.rstrip('/')}/reset-password"
+
+    @property
     def cookie_is_secure(self) -> bool:
         if self.cookie_secure is not None:
             return self.cookie_secure
@@ -276,6 +310,8 @@ class Settings(DatabaseSettings):
         ]
         if not problems and self.jwt_secret == self.refresh_jwt_secret:
             problems.append("JWT_SECRET and REFRESH_JWT_SECRET must be different keys")
+        if self.email_confirmation and not self.smtp_host:
+            problems.append("EMAIL_CONFIRMATION needs SMTP_HOST (mail would only go to the log)")
         if problems:
             raise ValueError("refusing to start in production: " + "; ".join(problems))
         return self

@@ -1,4 +1,5 @@
+from app.models.account_token import AccountToken
 from app.models.session import Session
 from app.models.user import User
 
-__all__ = ["Session", "User"]
+__all__ = ["AccountToken", "Session", "User"]

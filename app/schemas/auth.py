@@ -119,6 +119,13 @@ def _no_unknown_keys(model: type[BaseModel], data: Any) -> Any:
     return data
 
 
+def _matches_password(value: str, info: ValidationInfo) -> str:
+    password = info.data.get("password")
+    if password is not None and value != password:
+        raise PydanticCustomError("strapi_password_mismatch", "Passwords do not match")
+    return value
+
+
 class ChangePasswordRequest(BaseModel):
     """Change the password of the signed-in user."""
 
@@ -144,13 +151,7 @@ class ChangePasswordRequest(BaseModel):
     def _strict_keys(cls, data: Any) -> Any:
         return _no_unknown_keys(cls, data)
 
-    @field_validator("passwordConfirmation")
-    @classmethod
-    def _confirmed(cls, value: str, info: ValidationInfo) -> str:
-        password = info.data.get("password")
-        if password is not None and value != password:
-            raise PydanticCustomError("strapi_password_mismatch", "Passwords do not match")
-        return value
+    _confirmed = field_validator("passwordConfirmation")(_matches_password)
 
 
 class RefreshRequest(BaseModel):
@@ -213,3 +214,67 @@ class SessionsResponse(BaseModel):
 
 class EmptyData(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+class ForgotPasswordRequest(BaseModel):
+    """Ask for a password-reset link by email."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"email": "alice@example.com"}]}
+    )
+
+    email: Email
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strict_keys(cls, data: Any) -> Any:
+        return _no_unknown_keys(cls, data)
+
+
+class ResetPasswordRequest(BaseModel):
+    """Choose a new password with the code from the reset email."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "code": "the code from the link",
+                    "password": "New-secret-456",
+                    "passwordConfirmation": "New-secret-456",
+                }
+            ]
+        },
+    )
+
+    code: Required
+    password: NewPassword
+    passwordConfirmation: Required
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strict_keys(cls, data: Any) -> Any:
+        return _no_unknown_keys(cls, data)
+
+    _confirmed = field_validator("passwordConfirmation")(_matches_password)
+
+
+class EmailRequest(BaseModel):
+    """An email address (re-send the confirmation email)."""
+
+    model_config = ConfigDict(
+        extra="ignore", json_schema_extra={"examples": [{"email": "alice@example.com"}]}
+    )
+
+    email: Email
+
+
+class SentResponse(BaseModel):
+    email: str
+    sent: Literal[True] = True
+
+
+class RegisteredResponse(BaseModel):
+    """Registration with email confirmation on: no token until the address is confirmed."""
+
+    user: UserOut

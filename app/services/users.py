@@ -51,6 +51,11 @@ def _password_policy(password: str, min_length: int) -> FieldErrors:
     return []
 
 
+def check_password_policy(password: str, *, min_length: int) -> None:
+    if errors := _password_policy(password, min_length):
+        raise ValidationError.from_field_errors(errors)
+
+
 def check_registration(reg: Registration, *, password_min_length: int) -> None:
     """The content-type rules Strapi applies after its request schema (its messages, all at once)."""
     errors: FieldErrors = []
@@ -170,8 +175,7 @@ async def prepare_password_change(
         raise ValidationError(CURRENT_PASSWORD_INVALID)
     if new_password == current_password:
         raise ValidationError(SAME_PASSWORD)
-    if errors := _password_policy(new_password, password_min_length):
-        raise ValidationError.from_field_errors(errors)
+    check_password_policy(new_password, min_length=password_min_length)
     return await hasher.hash(new_password)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import JSONResponse
 
@@ -16,6 +18,7 @@ from app.api.deps import (
     rate_limit_user,
 )
 from app.api.docs import errors
+from app.api.routers import account
 from app.errors import (
     REGISTER_DISABLED,
     AppError,
@@ -32,13 +35,17 @@ from app.schemas.auth import (
     OkResponse,
     RefreshRequest,
     RefreshResponse,
+    RegisteredResponse,
     RegisterRequest,
 )
 from app.schemas.common import user_payload
 from app.services import sessions, tokens, users
+from app.services.mail import MailError
 from app.services.sessions import Refused, Revocation
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
+logger = logging.getLogger("refreshd.auth")
+CONFIRMATION_NOT_SENT = "Error sending confirmation email"
 
 
 def registration_open(runtime: RuntimeDep) -> None:
@@ -87,7 +94,7 @@ async def login(
 
 @router.post(
     "/local/register",
-    response_model=AuthResponse,
+    response_model=AuthResponse | RegisteredResponse,
     response_model_exclude_none=True,
     responses=errors(400, 413, 429, 500),
     dependencies=[Depends(registration_open), Depends(rate_limit_by_email)],
@@ -96,25 +103,38 @@ async def login(
 async def register(
     body: RegisterRequest, runtime: RuntimeDep, now: Now, client: ClientDep
 ) -> JSONResponse:
-    """Creates the account (email stored lower-cased), starts a session and returns its access token
-    (and a refresh token when `REQUEST_REFRESH_ON_ALL` is on)."""
+    """Creates the account (email stored lower-cased), starts a session and returns its access token (and a refresh
+    token when `REQUEST_REFRESH_ON_ALL` is on). With `EMAIL_CONFIRMATION` on, it returns only `{user}` and emails a
+    confirmation link instead."""
     settings = runtime.settings
     registration = users.Registration(body.username, body.email, body.password)
     users.check_registration(registration, password_min_length=settings.password_min_length)
     password_hash = await runtime.hasher.hash(body.password)
+    confirm = settings.email_confirmation
     async with runtime.db.write() as session:
         user = await users.create_user(
-            session, registration, password_hash, confirmed=not settings.email_confirmation, now=now
+            session, registration, password_hash, confirmed=not confirm, now=now
         )
-        started = await sessions.start_session(
-            session,
-            runtime.keys,
-            user.id,
-            client,
-            now=now,
-            lifetimes=runtime.lifetimes,
-            with_refresh=settings.request_refresh_on_all,
-        )
+        started = None
+        if not confirm:
+            started = await sessions.start_session(
+                session,
+                runtime.keys,
+                user.id,
+                client,
+                now=now,
+                lifetimes=runtime.lifetimes,
+                with_refresh=settings.request_refresh_on_all,
+            )
+    if started is None:
+        # The account is committed before the email goes: a failed send loses nothing, and
+        # send-email-confirmation can try again.
+        try:
+            await account.send_confirmation(runtime, user.id, user.email, user.username, now)
+        except MailError as exc:
+            logger.error("confirmation email for new user %s not delivered: %s", user.id, exc)
+            raise ApplicationError(CONFIRMATION_NOT_SENT) from None
+        return JSONResponse({"user": user_payload(user)})
     jwt = tokens.issue_access_token(
         runtime.keys, user_id=user.id, session_id=started.session_id, now=now
     )
