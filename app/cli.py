@@ -64,6 +64,43 @@ def _purge(_args: argparse.Namespace) -> int:
     return 0
 
 
+async def _find_user_id(db: Database, ident: str) -> int | None:
+    from sqlalchemy import or_, select
+
+    from app.models import User
+
+    conditions = [User.username == ident, User.email == ident.lower()]
+    if ident.isdecimal():
+        conditions.append(User.id == int(ident))
+    async with db.read() as session:
+        found = await session.scalar(select(User.id).where(or_(*conditions)).order_by(User.id))
+    return int(found) if found is not None else None
+
+
+def _set_blocked(args: argparse.Namespace) -> int:
+    from app.services import accounts
+
+    blocked = args.action == "block"
+    settings = Settings()
+
+    async def run() -> int:
+        db = Database(settings)
+        try:
+            user_id = await _find_user_id(db, args.user)
+            if user_id is None:
+                print(f"no user {args.user!r}", file=sys.stderr)
+                return 1
+            async with db.write() as session:
+                await accounts.set_blocked(session, user_id, blocked, now=system_clock())
+            verb = "blocked (every session revoked)" if blocked else "unblocked"
+            print(f"user {user_id} {verb}")
+            return 0
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="refreshd", description="Strapi-compatible auth service with refresh tokens."
@@ -78,6 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(handler=_migrate)
     purge = commands.add_parser("purge", help="delete revoked and expired sessions now, in batches")
     purge.set_defaults(handler=_purge)
+    user = commands.add_parser("user", help="manage accounts")
+    user_commands = user.add_subparsers(dest="action", required=True)
+    for action, text in (
+        ("block", "block an account and revoke all its sessions"),
+        ("unblock", "let a blocked account log in again"),
+    ):
+        sub = user_commands.add_parser(action, help=text)
+        sub.add_argument("user", help="id, username or email")
+        sub.set_defaults(handler=_set_blocked)
     return parser
 
 

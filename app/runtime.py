@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_network
 
 from app.api.ratelimit import RateLimiter
@@ -44,7 +44,7 @@ class Runtime:
     trusted_proxies: list[IPv4Network | IPv6Network]
     mailer: Mailer
     templates: Templates
-    code_key: bytes
+    code_key: bytes = field(repr=False)
 
     @classmethod
     def start(cls, settings: Settings, clock: Clock) -> Runtime:
@@ -59,6 +59,11 @@ class Runtime:
                     parallelism=settings.argon2_parallelism,
                 ),
                 workers=settings.hash_pool_size,
+                floor=(
+                    None
+                    if settings.login_failure_floor_ms is None
+                    else settings.login_failure_floor_ms / 1000
+                ),
             ),
             keys=TokenKeys(
                 access_key=settings.jwt_secret.get_secret_value(),

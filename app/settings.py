@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import secrets
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -115,6 +116,35 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def _read_secrets(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text() or "{}")
+    return data if isinstance(data, dict) else {}
+
+
+def _write_secrets(path: Path, values: dict[str, Any], *, create_only: bool) -> dict[str, Any]:
+    """Write atomically (a whole file or none). When creating, the first of several starting workers wins and
+    the others adopt its secrets, so every worker signs with the same keys."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".refreshd-secrets-")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(values, handle, indent=2)
+        if create_only:
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                return _read_secrets(path)
+        else:
+            os.replace(temporary, path)
+            temporary = ""
+        return values
+    finally:
+        if temporary:
+            os.unlink(temporary)
+
+
 def secret_problem(name: str, value: str) -> str | None:
     """Why ``value`` is not fit to sign production tokens, or None."""
     if not value:
@@ -218,6 +248,11 @@ class Settings(DatabaseSettings):
     argon2_time_cost: int = Field(default=2, ge=2)
     argon2_parallelism: int = Field(default=1, ge=1)
     hash_workers: int = Field(default=0, ge=0, description="0 means one per CPU core")
+    login_failure_floor_ms: int | None = Field(
+        default=None,
+        ge=0,
+        description="a failed password check takes at least this long; unset: measured at start",
+    )
 
     dev_secrets_file: Path = Path(".refreshd-secrets.json")
     log_level: str = "INFO"
@@ -272,6 +307,18 @@ class Settings(DatabaseSettings):
     @classmethod
     def _lower_samesite(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_lifetimes(self) -> Settings:
+        if self.refresh_token_reuse_grace >= self.refresh_token_expires_in:
+            raise ValueError(
+                "REFRESH_TOKEN_REUSE_GRACE must be shorter than REFRESH_TOKEN_EXPIRES_IN"
+            )
+        if self.refresh_token_expires_in > self.session_max_age:
+            raise ValueError("REFRESH_TOKEN_EXPIRES_IN must not be longer than SESSION_MAX_AGE")
+        if self.jwt_expires_in > self.session_max_age:
+            raise ValueError("JWT_EXPIRES_IN must not be longer than SESSION_MAX_AGE")
+        return self
 
     @model_validator(mode="after")
     def _check_cookie_settings(self) -> Settings:
@@ -333,17 +380,11 @@ class Settings(DatabaseSettings):
         if not missing or self.environment == "production":
             return self
         path = self.dev_secrets_file
-        stored: dict[str, Any] = {}
-        if path.exists():
-            stored = json.loads(path.read_text())
+        stored = _read_secrets(path)
         generated = [f for f in missing if not stored.get(f)]
-        for field in generated:
-            stored[field] = secrets.token_urlsafe(48)
         if generated:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                json.dump(stored, handle, indent=2)
+            stored.update({f: secrets.token_urlsafe(48) for f in generated})
+            stored = _write_secrets(path, stored, create_only=not path.exists())
             logger.warning(
                 "generated development secrets %s and saved them in %s; "
                 "set JWT_SECRET and REFRESH_JWT_SECRET in production",

@@ -88,15 +88,19 @@ class Harness:
 
     def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
+        self.apps: list[FastAPI] = []
         self._stack: list[Any] = []
 
-    async def client(self, settings: Settings) -> httpx.AsyncClient:
+    async def client(
+        self, settings: Settings, peer: tuple[str, int] = ("203.0.113.7", 51000)
+    ) -> httpx.AsyncClient:
         app: FastAPI = create_app(settings, clock=self.clock)
         lifespan = app.router.lifespan_context(app)
         await lifespan.__aenter__()
         self._stack.append(lifespan)
+        self.apps.append(app)
         client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app, client=("203.0.113.7", 51000)),
+            transport=httpx.ASGITransport(app=app, client=peer),
             base_url="http://testserver",
         )
         self._stack.append(client)

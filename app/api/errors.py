@@ -12,6 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
@@ -22,6 +24,7 @@ from app.errors import (
     MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
+    ServiceUnavailableError,
     UnauthorizedError,
     ValidationError,
 )
@@ -40,6 +43,7 @@ _BODY_NOT_OBJECT = "Request body must be a JSON object"
 _TYPE_NAMES = {
     "string_type": "string",
     "bool_type": "boolean",
+    "bool_parsing": "boolean",
     "int_type": "number",
     "float_type": "number",
     "dict_type": "object",
@@ -83,6 +87,8 @@ def _field_message(error: dict[str, Any], field: str) -> str:
         )
     if kind == "nul_character":
         return f"{field} must not contain NUL characters"
+    if kind == "bad_unicode":
+        return f"{field} must be valid Unicode text"
     if kind.startswith("strapi_"):
         return str(error["msg"])  # our own validators speak Strapi's words already
     return f"{field} is invalid"
@@ -153,6 +159,17 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # The database is down, restarting, or (SQLite) locked past the busy timeout by another process: the
+    # transaction was rolled back, nothing was half-written, and trying again later is the right move.
+    logger.error(
+        "database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__
+    )
+    response = render(ServiceUnavailableError())
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 async def _crash(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return render(InternalServerError())
@@ -162,4 +179,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for unavailable in (OperationalError, InterfaceError, PoolTimeoutError, ConnectionError):
+        app.add_exception_handler(unavailable, _database_unavailable)
     app.add_exception_handler(Exception, _crash)

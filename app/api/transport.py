@@ -41,10 +41,18 @@ def _trusted(address: str, networks: Networks) -> bool:
     return any(ip in network for network in networks)
 
 
+def _address(value: str) -> str | None:
+    """A canonical IP address, or None for anything else (a server in front may have put anything here)."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
+
+
 def client_ip(request: Request, trusted_proxies: Networks) -> str | None:
     """The caller's address. ``X-Forwarded-For`` counts only when the direct peer is a trusted proxy; then the
     right-most address that is not itself a trusted proxy is the client (anything left of it is client-written)."""
-    peer = request.client.host if request.client else None
+    peer = _address(request.client.host) if request.client else None
     if peer is None or not trusted_proxies or not _trusted(peer, trusted_proxies):
         return peer
     hops = [hop.strip() for hop in ",".join(request.headers.getlist("x-forwarded-for")).split(",")]

@@ -8,9 +8,9 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
-    StrictBool,
     StrictStr,
     ValidationInfo,
     field_validator,
@@ -38,15 +38,20 @@ def _at_most_72_bytes(value: str) -> str:
     return value
 
 
-def _no_nul(value: str) -> str:
-    # No legitimate value holds U+0000, and PostgreSQL cannot store it: refuse it here, not with a 500.
+def _storable(value: str) -> str:
+    # No legitimate value holds U+0000 or a lone surrogate (JSON's "\ud800"), and neither can be stored or
+    # encoded: refuse them here, not with a 500 further down.
     if "\x00" in value:
         raise PydanticCustomError("nul_character", "must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PydanticCustomError("bad_unicode", "must be valid Unicode text") from None
     return value
 
 
 # yup's `required` treats "" as missing; StrictStr refuses numbers, booleans, objects.
-Text = Annotated[StrictStr, AfterValidator(_no_nul)]
+Text = Annotated[StrictStr, AfterValidator(_storable)]
 Required = Annotated[Text, Field(min_length=1)]
 Email = Annotated[Text, Field(min_length=1, max_length=255), AfterValidator(_valid_email)]
 NewPassword = Annotated[Text, Field(min_length=1), AfterValidator(_at_most_72_bytes)]
@@ -64,7 +69,8 @@ class LoginRequest(BaseModel):
 
     identifier: Required
     password: Required
-    requestRefresh: StrictBool = False
+    # A boolean, or its usual spellings ("true", 1): never JavaScript truthiness, where "false" counts.
+    requestRefresh: bool = False
 
 
 class RegisterRequest(BaseModel):
@@ -154,6 +160,14 @@ class ChangePasswordRequest(BaseModel):
     _confirmed = field_validator("passwordConfirmation")(_matches_password)
 
 
+def _string_or_nothing(value: object) -> object:
+    """A refresh token that is not a string is no token at all (Strapi: "Missing refresh token")."""
+    return value if isinstance(value, str) else None
+
+
+TokenText = Annotated[Text | None, BeforeValidator(_string_or_nothing)]
+
+
 class RefreshRequest(BaseModel):
     """The refresh token, unless it travels in the cookie (cookie mode)."""
 
@@ -161,7 +175,7 @@ class RefreshRequest(BaseModel):
         extra="ignore", json_schema_extra={"examples": [{"refreshToken": "eyJhbGciOi..."}]}
     )
 
-    refreshToken: Text | None = None
+    refreshToken: TokenText = None
 
 
 class RefreshResponse(BaseModel):
@@ -192,7 +206,7 @@ class LogoutRequest(BaseModel):
         AfterValidator(_scope),
         Field(json_schema_extra={"enum": ["local", "others", "all"]}),
     ] = "local"
-    refreshToken: Text | None = None
+    refreshToken: TokenText = None
 
 
 class OkResponse(BaseModel):

@@ -7,6 +7,7 @@ clock checks are switched off and done here, against the injected time.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -19,6 +20,10 @@ ACCESS = "access"
 REFRESH = "refresh"
 # A token issued by a clock slightly ahead of ours is fine; one from the future is not ours.
 MAX_CLOCK_SKEW_SECONDS = 30
+
+MAX_TOKEN_LENGTH = 4096
+MAX_HEADER_LENGTH = 256
+_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 _DECODE_OPTIONS = {
     "verify_signature": True,
@@ -110,9 +115,15 @@ def encode_refresh_token(
 
 
 def _decode(token: str, *, key: str, algorithm: str, kind: str, now: datetime) -> dict[str, Any]:
+    # Shape first: the library parses the (unsigned) header before it checks the signature, so nothing
+    # oversized or oddly nested may reach it.
+    if len(token) > MAX_TOKEN_LENGTH or not _SHAPE.fullmatch(token):
+        raise TokenError(TokenProblem.MALFORMED)
+    if len(token.split(".", 1)[0]) > MAX_HEADER_LENGTH:
+        raise TokenError(TokenProblem.MALFORMED)
     try:
         claims = jwt.decode(token, key, algorithms=[algorithm], options=_DECODE_OPTIONS)
-    except (JOSEError, ValueError, TypeError, KeyError) as exc:
+    except (JOSEError, ValueError, TypeError, KeyError, RecursionError) as exc:
         raise TokenError(TokenProblem.MALFORMED) from exc
     if not isinstance(claims, dict):
         raise TokenError(TokenProblem.MALFORMED)

@@ -3,19 +3,62 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+
+import bcrypt
 
 from app.security import passwords
 from app.security.passwords import Argon2Params
 
+# Strapi's cost: imported accounts keep bcrypt hashes of this cost until their next login.
+STRAPI_BCRYPT_ROUNDS = 10
+
+
+def measure_failed_verify(context_verify: Callable[[], object], repeats: int = 3) -> float:
+    """The slowest of a few runs of a verification, in seconds."""
+    slowest = 0.0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        context_verify()
+        slowest = max(slowest, time.perf_counter() - started)
+    return slowest
+
 
 class PasswordHasher:
-    def __init__(self, params: Argon2Params, workers: int) -> None:
+    """Hashes and verifies in a pool of ``workers`` threads.
+
+    A failed verification is padded to ``floor`` seconds (the cost of the slowest hash an account may hold:
+    a Strapi bcrypt hash not yet upgraded), so "no such user", "wrong password on an argon2 account" and "wrong
+    password on an imported account" all take the same time. Successful logins are not padded.
+    """
+
+    def __init__(
+        self,
+        params: Argon2Params,
+        workers: int,
+        *,
+        floor: float | None = None,
+        pad: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.params = params
         self.workers = workers
         self._context = passwords.build_context(params)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refreshd-hash")
         self._dummy_hash = passwords.make_dummy_hash(self._context)
+        self._pad = pad
+        self._monotonic = monotonic
+        self.floor = self._calibrate() if floor is None else floor
+
+    def _calibrate(self) -> float:
+        legacy = bcrypt.hashpw(b"calibration", bcrypt.gensalt(STRAPI_BCRYPT_ROUNDS)).decode()
+        slowest = max(
+            measure_failed_verify(lambda: self._context.verify(b"wrong", legacy)),
+            measure_failed_verify(lambda: self._context.verify(b"wrong", self._dummy_hash)),
+        )
+        return slowest * 1.2
 
     async def hash(self, password: str) -> str:
         loop = asyncio.get_running_loop()
@@ -24,9 +67,10 @@ class PasswordHasher:
         )
 
     async def verify(self, password: str, stored_hash: str | None) -> tuple[bool, str | None]:
-        """(ok, upgraded hash or None). An absent hash costs one dummy verify: no timing oracle."""
+        """(ok, upgraded hash or None). An absent hash costs one dummy verify, and every failure the same time."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
+        started = self._monotonic()
+        ok, upgraded = await loop.run_in_executor(
             self._pool,
             passwords.verify_password,
             self._context,
@@ -34,6 +78,11 @@ class PasswordHasher:
             stored_hash,
             self._dummy_hash,
         )
+        if not ok:
+            remaining = self.floor - (self._monotonic() - started)
+            if remaining > 0:
+                await self._pad(remaining)
+        return ok, upgraded
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

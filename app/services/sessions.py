@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import ColumnElement, and_, case, exists, literal, select, update
+from sqlalchemy import ColumnElement, and_, case, exists, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import Exists
 
@@ -26,7 +26,6 @@ from app.services.devices import device_name
 from app.services.tokens import TokenKeys
 
 USER_AGENT_MAX = 512
-MAX_TOKEN_LENGTH = 4096
 INVALID_REFRESH_TOKEN = "Invalid refresh token"  # noqa: S105 - a message
 
 
@@ -222,8 +221,6 @@ async def refresh(
 
     A replay of a replaced token outside the grace window revokes the whole session (the caller commits that).
     """
-    if len(token) > MAX_TOKEN_LENGTH:
-        return Refused(Rejection.INVALID)
     try:
         claims = tokens.decode_refresh_token(
             token, key=keys.refresh_key, algorithm=keys.algorithm, now=now
@@ -266,17 +263,62 @@ async def refresh(
     return await _explain_refusal(session, keys, claims, now=now, lifetimes=lifetimes)
 
 
-def identify(keys: TokenKeys, token: str, *, now: datetime) -> tuple[int, str] | None:
-    """(user id, session id) named by a validly signed, unexpired refresh token, whatever its generation."""
-    if len(token) > MAX_TOKEN_LENGTH:
-        return None
+@dataclass(frozen=True)
+class Identity:
+    """Who asks to log out: a session named by an access token, or by a refresh token of some generation."""
+
+    user_id: int
+    session_id: str
+    generation: int | None  # None: named by an access token
+
+
+def identify(keys: TokenKeys, token: str, *, now: datetime) -> Identity | None:
+    """The session a validly signed, unexpired refresh token names, whatever its generation."""
     try:
         claims = tokens.decode_refresh_token(
             token, key=keys.refresh_key, algorithm=keys.algorithm, now=now
         )
     except TokenError:
         return None
-    return claims.user_id, claims.session_id
+    return Identity(claims.user_id, claims.session_id, claims.generation)
+
+
+async def logout(
+    session: AsyncSession, who: Identity, scope: str, *, now: datetime, lifetimes: Lifetimes
+) -> None:
+    """End the session, or the user's others, or all. Only a live credential may end *other* sessions: a token of
+    a revoked session, or a refresh token rotated away, ends at most its own session."""
+    row = (
+        await session.scalars(
+            select(Session).where(Session.id == who.session_id, Session.user_id == who.user_id)
+        )
+    ).first()
+    live = (
+        row is not None
+        and row.revoked_at is None
+        and row.expires_at > now
+        and (
+            who.generation is None
+            or who.generation == row.generation
+            or (
+                who.generation == row.generation - 1
+                and row.rotated_at is not None
+                and now < row.rotated_at + lifetimes.reuse_grace
+            )
+        )
+    )
+    if scope == "local" or not live:
+        await revoke_session(
+            session, who.session_id, reason=Revocation.LOGOUT, now=now, user_id=who.user_id
+        )
+        return
+    await revoke_user_sessions(
+        session,
+        who.user_id,
+        reason=Revocation.LOGOUT_ALL if scope == "all" else Revocation.LOGOUT_OTHERS,
+        now=now,
+        keep=who.session_id if scope == "others" else None,
+    )
 
 
 async def _explain_refusal(
@@ -405,11 +447,18 @@ class SessionView:
 
 
 async def list_sessions(
-    session: AsyncSession, user_id: int, *, current: str, now: datetime
+    session: AsyncSession, user_id: int, *, current: str, now: datetime, lifetimes: Lifetimes
 ) -> list[SessionView]:
-    """Live sessions, the caller's first, then the most recently active."""
+    """Live sessions, the caller's first, then the most recently active. A session whose refresh token expired
+    from idleness is over once its last access token is."""
     query = select(Session).where(
-        Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > now
+        Session.user_id == user_id,
+        Session.revoked_at.is_(None),
+        Session.expires_at > now,
+        or_(
+            Session.refresh_expires_at.is_(None),
+            Session.refresh_expires_at > now - lifetimes.access,
+        ),
     )
     rows = (await session.scalars(query)).all()
     views = [

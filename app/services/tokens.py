@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from app.errors import MISSING_OR_INVALID_CREDENTIALS, UnauthorizedError
@@ -12,8 +12,8 @@ from app.security.tokens import AccessClaims, TokenError
 
 @dataclass(frozen=True)
 class TokenKeys:
-    access_key: str
-    refresh_key: str
+    access_key: str = field(repr=False)
+    refresh_key: str = field(repr=False)
     algorithm: str
     access_ttl: timedelta
 

@@ -150,6 +150,20 @@ async def check_credentials(
     return user, upgraded_hash
 
 
+async def still_valid_for_login(session: AsyncSession, user_id: int, verified_hash: str) -> bool:
+    """Inside the login's write: the account is unchanged since its password was verified.
+
+    The row lock (PostgreSQL; SQLite's writes are serialized anyway) orders the login against a password change,
+    reset or block: either this login sees their result and fails, or they wait and then revoke its session.
+    """
+    query = (
+        select(User.id)
+        .where(User.id == user_id, User.password_hash == verified_hash, User.blocked.is_(False))
+        .with_for_update()
+    )
+    return (await session.scalar(query)) is not None
+
+
 async def upgrade_password_hash(
     session: AsyncSession, user_id: int, old_hash: str, new_hash: str
 ) -> None:

@@ -124,8 +124,8 @@ async def _hash(password: str) -> str:
             [["identifier"]],
         ),
         (
-            {"identifier": "alice", "password": "x", "requestRefresh": "yes"},
-            'requestRefresh must be a `boolean` type, but the final value was: `"yes"`.',
+            {"identifier": "alice", "password": "x", "requestRefresh": "maybe"},
+            'requestRefresh must be a `boolean` type, but the final value was: `"maybe"`.',
             [["requestRefresh"]],
         ),
     ],

@@ -150,19 +150,40 @@ def test_durations_parsed_from_strings() -> None:
     settings = build(
         jwt_expires_in="2h",
         refresh_token_expires_in="30d",
-        session_max_age="1w",
+        session_max_age="5w",
         refresh_token_reuse_grace="600",
     )
     assert settings.jwt_expires_in == timedelta(hours=2)
     assert settings.refresh_token_expires_in == timedelta(days=30)
-    assert settings.session_max_age == timedelta(weeks=1)
+    assert settings.session_max_age == timedelta(weeks=5)
     assert settings.refresh_token_reuse_grace == timedelta(seconds=600)
 
 
 def test_durations_from_numbers_and_timedeltas() -> None:
-    settings = build(jwt_expires_in=900, session_max_age=timedelta(days=3))
+    settings = build(
+        jwt_expires_in=900, refresh_token_expires_in="2d", session_max_age=timedelta(days=3)
+    )
     assert settings.jwt_expires_in == timedelta(minutes=15)
     assert settings.session_max_age == timedelta(days=3)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"refresh_token_reuse_grace": "1d", "refresh_token_expires_in": "1d"},
+            "REUSE_GRACE must be shorter",
+        ),
+        ({"refresh_token_expires_in": "91d"}, "REFRESH_TOKEN_EXPIRES_IN must not be longer"),
+        (
+            {"jwt_expires_in": "100d", "refresh_token_expires_in": "1d"},
+            "JWT_EXPIRES_IN must not be longer",
+        ),
+    ],
+)
+def test_lifetimes_must_nest(values: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build(**values)
 
 
 def test_durations_serialize_in_plugin_form() -> None:

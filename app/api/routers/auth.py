@@ -20,6 +20,7 @@ from app.api.deps import (
 from app.api.docs import errors
 from app.api.routers import account
 from app.errors import (
+    INVALID_LOGIN,
     REGISTER_DISABLED,
     AppError,
     ApplicationError,
@@ -42,6 +43,7 @@ from app.schemas.common import user_payload
 from app.services import sessions, tokens, users
 from app.services.mail import MailError
 from app.services.sessions import Refused, Revocation
+from app.settings import Settings
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 logger = logging.getLogger("refreshd.auth")
@@ -72,7 +74,12 @@ async def login(
     user, upgraded_hash = await users.check_credentials(
         runtime.hasher, candidate, body.password, email_confirmation=settings.email_confirmation
     )
+    verified_hash = user.password_hash or ""
     async with runtime.db.write() as session:
+        if not await users.still_valid_for_login(session, user.id, verified_hash):
+            raise ValidationError(
+                INVALID_LOGIN
+            )  # changed or blocked while the password was checked
         started = await sessions.start_session(
             session,
             runtime.keys,
@@ -82,8 +89,8 @@ async def login(
             lifetimes=runtime.lifetimes,
             with_refresh=body.requestRefresh or settings.request_refresh_on_all,
         )
-        if upgraded_hash and user.password_hash:
-            await users.upgrade_password_hash(session, user.id, user.password_hash, upgraded_hash)
+        if upgraded_hash:
+            await users.upgrade_password_hash(session, user.id, verified_hash, upgraded_hash)
     jwt = tokens.issue_access_token(
         runtime.keys, user_id=user.id, session_id=started.session_id, now=now
     )
@@ -210,13 +217,13 @@ async def logout(
     token expired can still log out. `scope`: `local` (default), `others` or `all`. Clears the cookie."""
     settings = runtime.settings
     scope = body.scope if body else "local"
-    identity: tuple[int, str] | None = None
+    identity: sessions.Identity | None = None
     failure: AppError | None = None
     access = transport.bearer_token(request)
     if access is not None:
         try:
             claims = tokens.read_access_token(runtime.keys, access, now=now)
-            identity = (claims.user_id, claims.session_id)
+            identity = sessions.Identity(claims.user_id, claims.session_id, None)
         except UnauthorizedError as exc:
             failure = exc
     if identity is None:
@@ -227,26 +234,20 @@ async def logout(
             if from_cookie:
                 transport.refuse_cross_site(request, settings)
             identity = sessions.identify(runtime.keys, token, now=now)
+            if identity is None and from_cookie:
+                return _logged_out(settings)  # an unusable cookie: nothing to revoke, still cleared
             if identity is None:
                 failure = UnauthorizedError(sessions.INVALID_REFRESH_TOKEN)
     if identity is None:
         raise failure or ForbiddenError()
-    user_id, session_id = identity
     async with runtime.db.write() as session:
-        if scope == "local":
-            await sessions.revoke_session(
-                session, session_id, reason=Revocation.LOGOUT, now=now, user_id=user_id
-            )
-        else:
-            await sessions.revoke_user_sessions(
-                session,
-                user_id,
-                reason=Revocation.LOGOUT_ALL if scope == "all" else Revocation.LOGOUT_OTHERS,
-                now=now,
-                keep=session_id if scope == "others" else None,
-            )
+        await sessions.logout(session, identity, scope, now=now, lifetimes=runtime.lifetimes)
+    return _logged_out(settings, clear=scope != "others")
+
+
+def _logged_out(settings: Settings, *, clear: bool = True) -> JSONResponse:
     response = JSONResponse({"ok": True})
-    if settings.cookie_response and scope != "others":
+    if settings.cookie_response and clear:
         transport.clear_refresh_cookie(response, settings)
     return response
 

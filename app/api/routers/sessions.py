@@ -30,7 +30,11 @@ SESSION_ID = re.compile(r"[0-9a-f]{32}")
 async def list_sessions(principal: CurrentPrincipal, runtime: RuntimeDep, now: Now) -> JSONResponse:
     async with runtime.db.read() as session:
         views = await sessions.list_sessions(
-            session, principal.user.id, current=principal.session_id, now=now
+            session,
+            principal.user.id,
+            current=principal.session_id,
+            now=now,
+            lifetimes=runtime.lifetimes,
         )
     return JSONResponse(
         {
