@@ -223,6 +223,9 @@ class Settings(DatabaseSettings):
     allow_register: bool = True
     email_confirmation: bool = False
     password_min_length: int = Field(default=6, ge=1, le=72)
+    password_max_bytes: int = Field(
+        default=72, ge=8, le=72, description="bcrypt's 72 is the ceiling"
+    )
 
     public_url: str = Field(
         default="http://127.0.0.1:8000", description="this service's own URL, for links in emails"

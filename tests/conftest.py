@@ -33,7 +33,7 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def postgres_database() -> str:
     """A database of the suite's own, migrated once; each test starts from empty tables."""
-    url = recreate_postgres_database("refreshd_test")
+    url = recreate_postgres_database("test")
     migrate(url)
     return url
 

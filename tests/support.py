@@ -64,6 +64,11 @@ def asyncpg_dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
+# Several test runs may share one server (a developer's and a helper's): each names its databases apart.
+DATABASE_PREFIX = os.environ.get("TEST_DATABASE_PREFIX", "refreshd")
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
 async def _recreate_database(name: str) -> None:
     conn = await asyncpg.connect(POSTGRES_ADMIN_URL)
     try:
@@ -73,7 +78,9 @@ async def _recreate_database(name: str) -> None:
         await conn.close()
 
 
-def recreate_postgres_database(name: str) -> str:
+def recreate_postgres_database(suffix: str) -> str:
+    """Drop and create ``<prefix>_<suffix>``; returns its URL."""
+    name = f"{DATABASE_PREFIX}_{suffix}"
     asyncio.run(_recreate_database(name))
     return postgres_url(name)
 

@@ -23,7 +23,7 @@ TABLES = {"users", "sessions", "account_tokens", "alembic_version"}
 def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'migrations.db'}"
-    return recreate_postgres_database("refreshd_migrations")
+    return recreate_postgres_database("migrations")
 
 
 def _tables(url: str) -> set[str]:

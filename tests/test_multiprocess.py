@@ -19,7 +19,7 @@ PASSWORD = "Secret-pass-123"
 
 @pytest.fixture(scope="module")
 def shared_postgres() -> str:
-    url = recreate_postgres_database("refreshd_multiprocess")
+    url = recreate_postgres_database("multiprocess")
     migrate(url)
     return url
 

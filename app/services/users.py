@@ -45,25 +45,30 @@ class Registration:
 FieldErrors = list[tuple[list[str | int], str]]
 
 
-def _password_policy(password: str, min_length: int) -> FieldErrors:
+def _password_policy(password: str, min_length: int, max_bytes: int = 72) -> FieldErrors:
+    """Length bounds only (NIST SP 800-63B: no composition rules)."""
     if len(password) < min_length:
         return [(["password"], f"password must be at least {min_length} characters")]
+    if len(password.encode("utf-8")) > max_bytes:
+        return [(["password"], f"Password must be less than {max_bytes + 1} bytes")]
     return []
 
 
-def check_password_policy(password: str, *, min_length: int) -> None:
-    if errors := _password_policy(password, min_length):
+def check_password_policy(password: str, *, min_length: int, max_bytes: int = 72) -> None:
+    if errors := _password_policy(password, min_length, max_bytes):
         raise ValidationError.from_field_errors(errors)
 
 
-def check_registration(reg: Registration, *, password_min_length: int) -> None:
+def check_registration(
+    reg: Registration, *, password_min_length: int, password_max_bytes: int = 72
+) -> None:
     """The content-type rules Strapi applies after its request schema (its messages, all at once)."""
     errors: FieldErrors = []
     if len(reg.username) < 3:
         errors.append((["username"], "username must be at least 3 characters"))
     if len(reg.email) < 6:
         errors.append((["email"], "email must be at least 6 characters"))
-    errors += _password_policy(reg.password, password_min_length)
+    errors += _password_policy(reg.password, password_min_length, password_max_bytes)
     if errors:
         raise ValidationError.from_field_errors(errors)
 
@@ -182,6 +187,7 @@ async def prepare_password_change(
     new_password: str,
     *,
     password_min_length: int,
+    password_max_bytes: int = 72,
 ) -> str:
     """Strapi's checks, in its order; returns the new hash (computed off the event loop)."""
     ok, _ = await hasher.verify(current_password, user.password_hash)
@@ -189,7 +195,9 @@ async def prepare_password_change(
         raise ValidationError(CURRENT_PASSWORD_INVALID)
     if new_password == current_password:
         raise ValidationError(SAME_PASSWORD)
-    check_password_policy(new_password, min_length=password_min_length)
+    check_password_policy(
+        new_password, min_length=password_min_length, max_bytes=password_max_bytes
+    )
     return await hasher.hash(new_password)
 
 

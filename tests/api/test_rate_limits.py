@@ -14,8 +14,9 @@ from app.settings import Settings
 from tests.api.helpers import PASSWORD, bearer, error_of, login, register
 from tests.conftest import Harness
 from tests.servers import free_port
+from tests.support import TEST_REDIS_URL
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
+REDIS_URL = TEST_REDIS_URL
 
 
 def _assert_budget(response: httpx.Response, remaining: int, limit: int = 10) -> None:

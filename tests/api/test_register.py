@@ -269,3 +269,15 @@ async def test_racing_duplicate_registrations_give_one_account(client: httpx.Asy
     for response in responses:
         if response.status_code == 400:
             assert error_of(response)["message"] == "Email or Username are already taken"
+
+
+async def test_password_maximum_is_configurable_below_72_bytes(
+    harness: Harness, settings_factory: Callable[..., Settings]
+) -> None:
+    client = await harness.client(settings_factory(password_max_bytes=16))
+    response = await client.post(
+        "/api/auth/local/register",
+        json={"username": "alice", "email": "alice@example.com", "password": "x" * 17},
+    )
+    assert error_of(response)["message"] == "Password must be less than 17 bytes"
+    await register(client, password="x" * 16)

@@ -143,7 +143,11 @@ async def reset_password(
         )
     if not valid:
         raise ValidationError(INCORRECT_CODE)
-    users.check_password_policy(body.password, min_length=settings.password_min_length)
+    users.check_password_policy(
+        body.password,
+        min_length=settings.password_min_length,
+        max_bytes=settings.password_max_bytes,
+    )
     new_hash = await runtime.hasher.hash(body.password)
     async with runtime.db.write() as session:
         user_id = await accounts.consume_code(

@@ -115,7 +115,11 @@ async def register(
     confirmation link instead."""
     settings = runtime.settings
     registration = users.Registration(body.username, body.email, body.password)
-    users.check_registration(registration, password_min_length=settings.password_min_length)
+    users.check_registration(
+        registration,
+        password_min_length=settings.password_min_length,
+        password_max_bytes=settings.password_max_bytes,
+    )
     password_hash = await runtime.hasher.hash(body.password)
     confirm = settings.email_confirmation
     async with runtime.db.write() as session:
@@ -271,6 +275,7 @@ async def change_password(
         body.currentPassword,
         body.password,
         password_min_length=settings.password_min_length,
+        password_max_bytes=settings.password_max_bytes,
     )
     async with runtime.db.write() as session:
         user = await users.set_password(session, principal.user, new_hash, now=now)
