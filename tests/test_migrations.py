@@ -16,7 +16,7 @@ import app.models  # noqa: F401 - registers the tables
 from app.db import Base
 from tests.support import alembic_config, downgrade, migrate, recreate_postgres_database
 
-TABLES = {"users", "sessions", "account_tokens", "alembic_version"}
+TABLES = {"users", "sessions", "account_tokens", "audit_events", "alembic_version"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -78,6 +78,8 @@ class Refreshed:
 @dataclass(frozen=True)
 class Refused:
     reason: Rejection
+    user_id: int | None = None
+    session_id: str | None = None  # set when the verdict touched a session (reuse: it was revoked)
 
     def error(self) -> UnauthorizedError:
         return UnauthorizedError(INVALID_REFRESH_TOKEN, code=self.reason.value)
@@ -285,7 +287,7 @@ def identify(keys: TokenKeys, token: str, *, now: datetime) -> Identity | None:
 
 async def logout(
     session: AsyncSession, who: Identity, scope: str, *, now: datetime, lifetimes: Lifetimes
-) -> None:
+) -> int:
     """End the session, or the user's others, or all. Only a live credential may end *other* sessions: a token of
     a revoked session, or a refresh token rotated away, ends at most its own session."""
     row = (
@@ -308,11 +310,11 @@ async def logout(
         )
     )
     if scope == "local" or not live:
-        await revoke_session(
+        revoked = await revoke_session(
             session, who.session_id, reason=Revocation.LOGOUT, now=now, user_id=who.user_id
         )
-        return
-    await revoke_user_sessions(
+        return int(revoked)
+    return await revoke_user_sessions(
         session,
         who.user_id,
         reason=Revocation.LOGOUT_ALL if scope == "all" else Revocation.LOGOUT_OTHERS,
@@ -365,7 +367,7 @@ async def _explain_refusal(
         )
         return Refreshed(claims.user_id, row.id, successor)
     await revoke_session(session, row.id, reason=Revocation.REUSE, now=now)
-    return Refused(Rejection.REUSED)
+    return Refused(Rejection.REUSED, claims.user_id, row.id)
 
 
 async def revoke_session(

@@ -26,8 +26,9 @@ from app.schemas.auth import (
     SentResponse,
 )
 from app.schemas.common import user_payload
-from app.services import accounts, mail, sessions, tokens, users
+from app.services import accounts, audit, mail, sessions, tokens, users
 from app.services.accounts import Purpose
+from app.services.audit import Event
 from app.services.sessions import Revocation
 
 router = APIRouter(prefix="/api/auth", tags=["account"])
@@ -164,8 +165,16 @@ async def reset_password(
             raise ApplicationError(
                 BLOCKED
             )  # rolls back: the code stays unused, the password unchanged
-        await sessions.revoke_user_sessions(
+        revoked = await sessions.revoke_user_sessions(
             session, user.id, reason=Revocation.PASSWORD_RESET, now=now
+        )
+        audit.record(
+            session,
+            Event.PASSWORD_RESET,
+            now=now,
+            user_id=user.id,
+            client=client,
+            sessions_revoked=revoked,
         )
         started = await sessions.start_session(
             session,
@@ -195,7 +204,10 @@ async def reset_password(
     summary="Confirm an email address with the code from the confirmation email",
 )
 async def email_confirmation(
-    runtime: RuntimeDep, now: Now, confirmation: str | None = Query(default=None, max_length=256)
+    runtime: RuntimeDep,
+    now: Now,
+    client: ClientDep,
+    confirmation: str | None = Query(default=None, max_length=256),
 ) -> RedirectResponse:
     if not confirmation:
         raise ValidationError.from_field_errors(
@@ -207,6 +219,7 @@ async def email_confirmation(
         )
         if user_id is not None:
             await accounts.confirm_email(session, user_id, now=now)
+            audit.record(session, Event.EMAIL_CONFIRMED, now=now, user_id=user_id, client=client)
     if user_id is None:
         raise ValidationError(INVALID_TOKEN)
     return RedirectResponse(runtime.settings.email_confirmation_redirect, status_code=302)

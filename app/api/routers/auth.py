@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api import transport
 from app.api.deps import (
@@ -20,7 +22,9 @@ from app.api.deps import (
 from app.api.docs import errors
 from app.api.routers import account
 from app.errors import (
+    BLOCKED,
     INVALID_LOGIN,
+    NOT_CONFIRMED,
     REGISTER_DISABLED,
     AppError,
     ApplicationError,
@@ -40,14 +44,22 @@ from app.schemas.auth import (
     RegisterRequest,
 )
 from app.schemas.common import user_payload
-from app.services import sessions, tokens, users
+from app.services import audit, sessions, tokens, users
+from app.services.audit import Event
 from app.services.mail import MailError
-from app.services.sessions import Refused, Revocation
+from app.services.sessions import Client, Refreshed, Refused, Rejection, Revocation
 from app.settings import Settings
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 logger = logging.getLogger("refreshd.auth")
 CONFIRMATION_NOT_SENT = "Error sending confirmation email"
+
+
+_LOGIN_FAILURES = {
+    INVALID_LOGIN: "invalid_credentials",
+    BLOCKED: "blocked",
+    NOT_CONFIRMED: "unconfirmed",
+}
 
 
 def registration_open(runtime: RuntimeDep) -> None:
@@ -71,15 +83,26 @@ async def login(
     settings = runtime.settings
     async with runtime.db.read() as session:
         candidate = await users.find_for_login(session, body.identifier)
-    user, upgraded_hash = await users.check_credentials(
-        runtime.hasher, candidate, body.password, email_confirmation=settings.email_confirmation
-    )
+    try:
+        user, upgraded_hash = await users.check_credentials(
+            runtime.hasher, candidate, body.password, email_confirmation=settings.email_confirmation
+        )
+    except AppError as exc:
+        async with runtime.db.write() as session:
+            audit.record(
+                session,
+                Event.LOGIN_FAILED,
+                now=now,
+                user_id=candidate.id if candidate else None,
+                client=client,
+                reason=_LOGIN_FAILURES.get(exc.message, "invalid_credentials"),
+            )
+        raise
     verified_hash = user.password_hash or ""
     async with runtime.db.write() as session:
         if not await users.still_valid_for_login(session, user.id, verified_hash):
-            raise ValidationError(
-                INVALID_LOGIN
-            )  # changed or blocked while the password was checked
+            # Changed or blocked while the password was being checked.
+            raise ValidationError(INVALID_LOGIN)
         started = await sessions.start_session(
             session,
             runtime.keys,
@@ -88,6 +111,15 @@ async def login(
             now=now,
             lifetimes=runtime.lifetimes,
             with_refresh=body.requestRefresh or settings.request_refresh_on_all,
+        )
+        audit.record(
+            session,
+            Event.LOGIN_SUCCEEDED,
+            now=now,
+            user_id=user.id,
+            session_id=started.session_id,
+            client=client,
+            refresh_token=started.refresh is not None,
         )
         if upgraded_hash:
             await users.upgrade_password_hash(session, user.id, verified_hash, upgraded_hash)
@@ -126,6 +158,7 @@ async def register(
         user = await users.create_user(
             session, registration, password_hash, confirmed=not confirm, now=now
         )
+        audit.record(session, Event.REGISTERED, now=now, user_id=user.id, client=client)
         started = None
         if not confirm:
             started = await sessions.start_session(
@@ -182,6 +215,7 @@ async def refresh(
             lifetimes=runtime.lifetimes,
             rotate=settings.refresh_token_rotation,
         )
+        _audit_refresh(session, outcome, now=now, client=client)
     # Committed: a reuse verdict revoked the session before this refusal goes out.
     if isinstance(outcome, Refused):
         raise outcome.error()
@@ -189,6 +223,30 @@ async def refresh(
         runtime.keys, user_id=outcome.user_id, session_id=outcome.session_id, now=now
     )
     return transport.token_response(settings, {"jwt": jwt}, outcome.refresh, now=now)
+
+
+def _audit_refresh(
+    session: AsyncSession, outcome: Refreshed | Refused, *, now: datetime, client: Client
+) -> None:
+    if isinstance(outcome, Refreshed):
+        audit.record(
+            session,
+            Event.REFRESHED,
+            now=now,
+            user_id=outcome.user_id,
+            session_id=outcome.session_id,
+            client=client,
+            rotated=outcome.refresh is not None,
+        )
+    elif outcome.reason is Rejection.REUSED and outcome.session_id is not None:
+        audit.record(
+            session,
+            Event.REUSE_DETECTED,
+            now=now,
+            user_id=outcome.user_id,
+            session_id=outcome.session_id,
+            client=client,
+        )
 
 
 for path, name in (("/local/refresh", "refresh_plugin"), ("/refresh", "refresh")):
@@ -215,6 +273,7 @@ async def logout(
     request: Request,
     runtime: RuntimeDep,
     now: Now,
+    client: ClientDep,
     body: LogoutRequest | None = Body(default=None),  # noqa: B008
 ) -> JSONResponse:
     """Works with a valid access token, or with only a refresh token (cookie or body), so a client whose access
@@ -245,7 +304,19 @@ async def logout(
     if identity is None:
         raise failure or ForbiddenError()
     async with runtime.db.write() as session:
-        await sessions.logout(session, identity, scope, now=now, lifetimes=runtime.lifetimes)
+        revoked = await sessions.logout(
+            session, identity, scope, now=now, lifetimes=runtime.lifetimes
+        )
+        audit.record(
+            session,
+            Event.LOGGED_OUT,
+            now=now,
+            user_id=identity.user_id,
+            session_id=identity.session_id,
+            client=client,
+            scope=scope,
+            revoked=revoked,
+        )
     return _logged_out(settings, clear=scope != "others")
 
 
@@ -265,7 +336,11 @@ def _logged_out(settings: Settings, *, clear: bool = True) -> JSONResponse:
     summary="Change the password; every other session is revoked",
 )
 async def change_password(
-    body: ChangePasswordRequest, principal: CurrentPrincipal, runtime: RuntimeDep, now: Now
+    body: ChangePasswordRequest,
+    principal: CurrentPrincipal,
+    runtime: RuntimeDep,
+    now: Now,
+    client: ClientDep,
 ) -> JSONResponse:
     """Returns a new access token for this session (and a fresh refresh token if the session has one)."""
     settings = runtime.settings
@@ -279,8 +354,17 @@ async def change_password(
     )
     async with runtime.db.write() as session:
         user = await users.set_password(session, principal.user, new_hash, now=now)
-        await sessions.revoke_user_sessions(
+        revoked = await sessions.revoke_user_sessions(
             session, user.id, reason=Revocation.PASSWORD_CHANGED, now=now, keep=principal.session_id
+        )
+        audit.record(
+            session,
+            Event.PASSWORD_CHANGED,
+            now=now,
+            user_id=user.id,
+            session_id=principal.session_id,
+            client=client,
+            sessions_revoked=revoked,
         )
         refresh_token = await sessions.rotate_current(
             session,

@@ -7,12 +7,13 @@ import re
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from app.api.deps import CurrentPrincipal, Now, RuntimeDep
+from app.api.deps import ClientDep, CurrentPrincipal, Now, RuntimeDep
 from app.api.docs import errors
 from app.errors import NotFoundError
 from app.schemas.auth import EmptyData, SessionsResponse
 from app.schemas.common import iso_ms
-from app.services import sessions
+from app.services import audit, sessions
+from app.services.audit import Event
 from app.services.sessions import Revocation
 
 router = APIRouter(prefix="/api/auth/sessions", tags=["sessions"])
@@ -60,7 +61,7 @@ async def list_sessions(principal: CurrentPrincipal, runtime: RuntimeDep, now: N
     summary="End one session of the signed-in user (its refresh and access tokens stop working)",
 )
 async def revoke_session(
-    session_id: str, principal: CurrentPrincipal, runtime: RuntimeDep, now: Now
+    session_id: str, principal: CurrentPrincipal, runtime: RuntimeDep, now: Now, client: ClientDep
 ) -> JSONResponse:
     """Any id that names no live session of this user, well-formed or not, is a 404."""
     revoked = False
@@ -73,6 +74,16 @@ async def revoke_session(
                 now=now,
                 user_id=principal.user.id,
             )
+            if revoked:
+                audit.record(
+                    session,
+                    Event.SESSION_REVOKED,
+                    now=now,
+                    user_id=principal.user.id,
+                    session_id=session_id,
+                    client=client,
+                    by_session=principal.session_id,
+                )
     if not revoked:
         raise NotFoundError(SESSION_NOT_FOUND)
     return JSONResponse({"data": {}})

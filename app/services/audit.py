@@ -1,0 +1,92 @@
+"""The audit trail: security events, written in the same transaction as the change they record."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import Database
+from app.models import AuditEvent
+from app.services.sessions import USER_AGENT_MAX, Client
+
+
+class Event(StrEnum):
+    REGISTERED = "user.registered"
+    LOGIN_SUCCEEDED = "login.succeeded"
+    LOGIN_FAILED = "login.failed"
+    REFRESHED = "token.refreshed"
+    REUSE_DETECTED = "token.reuse_detected"
+    LOGGED_OUT = "session.logout"
+    SESSION_REVOKED = "session.revoked"
+    PASSWORD_CHANGED = "password.changed"  # noqa: S105 - an event name
+    PASSWORD_RESET = "password.reset"  # noqa: S105
+    EMAIL_CONFIRMED = "email.confirmed"
+    USER_BLOCKED = "user.blocked"
+    USER_UNBLOCKED = "user.unblocked"
+    USER_CREATED = "user.created"
+    PASSWORD_SET = "password.set_by_admin"  # noqa: S105
+
+
+def record(
+    session: AsyncSession,
+    event: Event,
+    *,
+    now: datetime,
+    user_id: int | None = None,
+    session_id: str | None = None,
+    client: Client | None = None,
+    **details: Any,
+) -> None:
+    """Add an event to the caller's transaction. ``details`` hold reasons and counts, never secrets."""
+    session.add(
+        AuditEvent(
+            at=now,
+            event=event.value,
+            user_id=user_id,
+            session_id=session_id,
+            ip=client.ip if client else None,
+            user_agent=_user_agent(client),
+            details=details or None,
+        )
+    )
+
+
+def _user_agent(client: Client | None) -> str | None:
+    if client is None or not client.user_agent:
+        return None
+    return client.user_agent[:USER_AGENT_MAX]
+
+
+async def recent(
+    session: AsyncSession, *, user_id: int | None = None, limit: int = 50
+) -> list[AuditEvent]:
+    query = select(AuditEvent).order_by(AuditEvent.at.desc(), AuditEvent.id.desc()).limit(limit)
+    if user_id is not None:
+        query = query.where(AuditEvent.user_id == user_id)
+    return list((await session.scalars(query)).all())
+
+
+async def purge(db: Database, *, before: datetime, batch_size: int) -> int:
+    """Delete events older than the retention, batch by batch."""
+    total = 0
+    while True:
+        async with db.write() as session:
+            ids = (
+                select(AuditEvent.id)
+                .where(AuditEvent.at < before)
+                .limit(batch_size)
+                .scalar_subquery()
+            )
+            result = await session.execute(
+                delete(AuditEvent)
+                .where(AuditEvent.id.in_(ids))
+                .execution_options(synchronize_session=False)
+            )
+        deleted = int(getattr(result, "rowcount", 0))
+        total += deleted
+        if deleted < batch_size:
+            return total
