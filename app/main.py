@@ -20,7 +20,7 @@ from app.api.ratelimit import RateLimitHeaders
 from app.api.routers import account, auth, health, sessions, users
 from app.clock import Clock, system_clock
 from app.runtime import Runtime
-from app.services.purge import purge_sessions
+from app.services.purge import purge_all
 from app.settings import Settings
 
 logger = logging.getLogger("refreshd")
@@ -95,14 +95,20 @@ async def purge_periodically(runtime: Runtime) -> None:
     while True:
         await asyncio.sleep(settings.session_purge_interval.total_seconds())
         try:
-            deleted = await purge_sessions(
+            purged = await purge_all(
                 runtime.db,
                 now=runtime.clock(),
                 access_ttl=settings.jwt_expires_in,
+                audit_retention=settings.audit_retention,
                 batch_size=settings.session_purge_batch,
             )
-            if deleted:
-                logger.info("purged %d dead sessions", deleted)
+            if purged.sessions or purged.codes or purged.audit_events:
+                logger.info(
+                    "purged %d sessions, %d codes, %d audit events",
+                    purged.sessions,
+                    purged.codes,
+                    purged.audit_events,
+                )
         except Exception:
             logger.exception("session purge failed; retrying at the next interval")
 

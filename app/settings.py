@@ -208,6 +208,7 @@ class Settings(DatabaseSettings):
     cookie_samesite: Literal["lax", "strict", "none"] = "lax"
     cookie_domain: str | None = None
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    audit_retention: Duration = timedelta(days=90)
     session_purge_interval: Duration = timedelta(hours=1)
     session_purge_batch: int = Field(default=1000, ge=1, le=100_000)
 

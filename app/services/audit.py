@@ -6,10 +6,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import Database
 from app.models import AuditEvent
 from app.services.sessions import USER_AGENT_MAX, Client
 
@@ -68,25 +67,3 @@ async def recent(
     if user_id is not None:
         query = query.where(AuditEvent.user_id == user_id)
     return list((await session.scalars(query)).all())
-
-
-async def purge(db: Database, *, before: datetime, batch_size: int) -> int:
-    """Delete events older than the retention, batch by batch."""
-    total = 0
-    while True:
-        async with db.write() as session:
-            ids = (
-                select(AuditEvent.id)
-                .where(AuditEvent.at < before)
-                .limit(batch_size)
-                .scalar_subquery()
-            )
-            result = await session.execute(
-                delete(AuditEvent)
-                .where(AuditEvent.id.in_(ids))
-                .execution_options(synchronize_session=False)
-            )
-        deleted = int(getattr(result, "rowcount", 0))
-        total += deleted
-        if deleted < batch_size:
-            return total

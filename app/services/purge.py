@@ -1,4 +1,4 @@
-"""Housekeeping: delete sessions that can never be used again, in small batches.
+"""Housekeeping: delete what can never be used again, in small batches.
 
 Each batch is its own short transaction, so live traffic (on SQLite, other writers) gets its turn between
 batches instead of waiting behind one long delete.
@@ -6,12 +6,13 @@ batches instead of waiting behind one long delete.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, delete, or_, select
 
 from app.db import Database
-from app.models import Session
+from app.models import AccountToken, AuditEvent, Session
 
 
 def dead_sessions(now: datetime, access_ttl: timedelta) -> ColumnElement[bool]:
@@ -23,6 +24,30 @@ def dead_sessions(now: datetime, access_ttl: timedelta) -> ColumnElement[bool]:
     )
 
 
+async def _delete_in_batches(
+    db: Database,
+    table: type[Session] | type[AccountToken] | type[AuditEvent],
+    condition: ColumnElement[bool],
+    *,
+    batch_size: int,
+    max_batches: int | None = None,
+) -> int:
+    total = 0
+    batches = 0
+    while max_batches is None or batches < max_batches:
+        async with db.write() as session:
+            ids = select(table.id).where(condition).limit(batch_size).scalar_subquery()
+            result = await session.execute(
+                delete(table).where(table.id.in_(ids)).execution_options(synchronize_session=False)
+            )
+        deleted = int(getattr(result, "rowcount", 0))
+        total += deleted
+        batches += 1
+        if deleted < batch_size:
+            break
+    return total
+
+
 async def purge_sessions(
     db: Database,
     *,
@@ -32,20 +57,43 @@ async def purge_sessions(
     max_batches: int | None = None,
 ) -> int:
     """Delete dead sessions batch by batch; returns how many rows went."""
-    condition = dead_sessions(now, access_ttl)
-    total = 0
-    batches = 0
-    while max_batches is None or batches < max_batches:
-        async with db.write() as session:
-            ids = select(Session.id).where(condition).limit(batch_size).scalar_subquery()
-            result = await session.execute(
-                delete(Session)
-                .where(Session.id.in_(ids))
-                .execution_options(synchronize_session=False)
-            )
-        deleted = int(getattr(result, "rowcount", 0))
-        total += deleted
-        batches += 1
-        if deleted < batch_size:
-            break
-    return total
+    return await _delete_in_batches(
+        db,
+        Session,
+        dead_sessions(now, access_ttl),
+        batch_size=batch_size,
+        max_batches=max_batches,
+    )
+
+
+async def purge_codes(db: Database, *, now: datetime, batch_size: int) -> int:
+    """Used or expired one-time codes."""
+    condition = or_(AccountToken.used_at.is_not(None), AccountToken.expires_at <= now)
+    return await _delete_in_batches(db, AccountToken, condition, batch_size=batch_size)
+
+
+async def purge_audit(db: Database, *, before: datetime, batch_size: int) -> int:
+    """Audit events older than the retention."""
+    return await _delete_in_batches(db, AuditEvent, AuditEvent.at < before, batch_size=batch_size)
+
+
+@dataclass(frozen=True)
+class Purged:
+    sessions: int
+    codes: int
+    audit_events: int
+
+
+async def purge_all(
+    db: Database,
+    *,
+    now: datetime,
+    access_ttl: timedelta,
+    audit_retention: timedelta,
+    batch_size: int,
+) -> Purged:
+    return Purged(
+        sessions=await purge_sessions(db, now=now, access_ttl=access_ttl, batch_size=batch_size),
+        codes=await purge_codes(db, now=now, batch_size=batch_size),
+        audit_events=await purge_audit(db, before=now - audit_retention, batch_size=batch_size),
+    )
