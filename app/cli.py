@@ -1,30 +1,92 @@
-"""The ``refreshd`` command line: serve, migrate, purge."""
+"""The ``refreshd`` command line: run, migrate, and look after accounts, sessions and the audit trail.
+
+Every command reads the same settings as the service (environment, ``.env``) and works on ``DATABASE_URL``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
+import json
 import sys
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from pydantic import ValidationError as PydanticValidationError
+from sqlalchemy import func, or_, select
 
 from app.clock import system_clock
 from app.db import Database
-from app.services.purge import purge_sessions
+from app.errors import AppError
+from app.models import Session, User
+from app.schemas.auth import RegisterRequest
+from app.schemas.common import iso_ms, user_payload
+from app.security.passwords import Argon2Params, build_context, hash_password
+from app.services import accounts, audit, purge, sessions, users
+from app.services.audit import Event
+from app.services.sessions import Revocation
 from app.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+
+class CommandError(Exception):
+    """A failure to report in one line, with exit status 1."""
+
+
+def _run(work: Callable[[Settings, Database], Awaitable[int]]) -> int:
+    settings = Settings()
+
+    async def main() -> int:
+        db = Database(settings)
+        try:
+            return await work(settings, db)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(main())
+
+
+async def _user_id(db: Database, ident: str) -> int:
+    conditions = [User.username == ident, User.email == ident.lower()]
+    if ident.isdecimal():
+        conditions.append(User.id == int(ident))
+    async with db.read() as session:
+        found = await session.scalar(select(User.id).where(or_(*conditions)).order_by(User.id))
+    if found is None:
+        raise CommandError(f"no user {ident!r}")
+    return int(found)
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != first:
+        raise CommandError("the passwords do not match")
+    return first
+
+
+def _check_password(settings: Settings, password: str) -> str:
+    users.check_password_policy(
+        password, min_length=settings.password_min_length, max_bytes=settings.password_max_bytes
+    )
+    context = build_context(
+        Argon2Params(
+            settings.argon2_memory_cost, settings.argon2_time_cost, settings.argon2_parallelism
+        )
+    )
+    return hash_password(context, password)
+
+
+# --- commands -----------------------------------------------------------------------------------------
 
 
 def _migrate(_args: argparse.Namespace) -> int:
     from alembic import command
-    from alembic.config import Config
 
-    # A checkout keeps alembic.ini beside app/; an installed package (the image) runs from a folder holding it.
-    base = Path.cwd() if (Path.cwd() / "alembic.ini").exists() else ROOT
-    config = Config(str(base / "alembic.ini"))
-    config.set_main_option("script_location", str(base / "migrations"))
-    command.upgrade(config, "head")
+    from app.migrations_info import alembic_config
+
+    command.upgrade(alembic_config(), "head")
     return 0
 
 
@@ -37,100 +99,326 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        access_log=False,
-        # X-Forwarded-For is the application's call (TRUSTED_PROXIES), not uvicorn's.
-        proxy_headers=False,
+        access_log=False,  # the application logs each request itself
+        proxy_headers=False,  # X-Forwarded-For is the application's call (TRUSTED_PROXIES)
+        timeout_graceful_shutdown=args.graceful_timeout,
     )
     return 0
 
 
 def _purge(_args: argparse.Namespace) -> int:
-    settings = Settings()
+    async def work(settings: Settings, db: Database) -> int:
+        done = await purge.purge_all(
+            db,
+            now=system_clock(),
+            access_ttl=settings.jwt_expires_in,
+            audit_retention=settings.audit_retention,
+            batch_size=settings.session_purge_batch,
+        )
+        print(
+            f"purged {done.sessions} sessions, {done.codes} codes, {done.audit_events} audit events"
+        )
+        return 0
 
-    async def run() -> int:
-        db = Database(settings)
-        try:
-            return await purge_sessions(
-                db,
-                now=system_clock(),
-                access_ttl=settings.jwt_expires_in,
-                batch_size=settings.session_purge_batch,
+    return _run(work)
+
+
+def _user_create(args: argparse.Namespace) -> int:
+    async def work(settings: Settings, db: Database) -> int:
+        password = _read_password(args)
+        # The same rules as the register route (format, lengths), then the password policy.
+        RegisterRequest.model_validate(
+            {"username": args.username, "email": args.email, "password": password}
+        )
+        registration = users.Registration(args.username, args.email, password)
+        users.check_registration(
+            registration,
+            password_min_length=settings.password_min_length,
+            password_max_bytes=settings.password_max_bytes,
+        )
+        password_hash = _check_password(settings, password)
+        now = system_clock()
+        async with db.write() as session:
+            user = await users.create_user(
+                session, registration, password_hash, confirmed=not args.unconfirmed, now=now
             )
-        finally:
-            await db.dispose()
+            audit.record(session, Event.USER_CREATED, now=now, user_id=user.id, by="cli")
+        print(json.dumps(user_payload(user)))
+        return 0
 
-    deleted = asyncio.run(run())
-    print(f"purged {deleted} dead sessions")
-    return 0
-
-
-async def _find_user_id(db: Database, ident: str) -> int | None:
-    from sqlalchemy import or_, select
-
-    from app.models import User
-
-    conditions = [User.username == ident, User.email == ident.lower()]
-    if ident.isdecimal():
-        conditions.append(User.id == int(ident))
-    async with db.read() as session:
-        found = await session.scalar(select(User.id).where(or_(*conditions)).order_by(User.id))
-    return int(found) if found is not None else None
+    return _run(work)
 
 
-def _set_blocked(args: argparse.Namespace) -> int:
-    from app.services import accounts
-
+def _user_block(args: argparse.Namespace) -> int:
     blocked = args.action == "block"
-    settings = Settings()
 
-    async def run() -> int:
-        db = Database(settings)
-        try:
-            user_id = await _find_user_id(db, args.user)
-            if user_id is None:
-                print(f"no user {args.user!r}", file=sys.stderr)
-                return 1
-            async with db.write() as session:
-                await accounts.set_blocked(session, user_id, blocked, now=system_clock())
-            verb = "blocked (every session revoked)" if blocked else "unblocked"
-            print(f"user {user_id} {verb}")
-            return 0
-        finally:
-            await db.dispose()
+    async def work(_settings: Settings, db: Database) -> int:
+        user_id = await _user_id(db, args.user)
+        now = system_clock()
+        async with db.write() as session:
+            await accounts.set_blocked(session, user_id, blocked, now=now)
+            event = Event.USER_BLOCKED if blocked else Event.USER_UNBLOCKED
+            audit.record(session, event, now=now, user_id=user_id, by="cli")
+        print(f"user {user_id} {'blocked (every session revoked)' if blocked else 'unblocked'}")
+        return 0
 
-    return asyncio.run(run())
+    return _run(work)
+
+
+def _user_set_password(args: argparse.Namespace) -> int:
+    async def work(settings: Settings, db: Database) -> int:
+        user_id = await _user_id(db, args.user)
+        password_hash = _check_password(settings, _read_password(args))
+        now = system_clock()
+        async with db.write() as session:
+            await accounts.replace_password(session, user_id, password_hash, now=now)
+            revoked = await sessions.revoke_user_sessions(
+                session, user_id, reason=Revocation.ADMIN, now=now
+            )
+            audit.record(
+                session,
+                Event.PASSWORD_SET,
+                now=now,
+                user_id=user_id,
+                by="cli",
+                sessions_revoked=revoked,
+            )
+        print(f"password of user {user_id} set; {revoked} sessions revoked")
+        return 0
+
+    return _run(work)
+
+
+def _user_show(args: argparse.Namespace) -> int:
+    async def work(_settings: Settings, db: Database) -> int:
+        user_id = await _user_id(db, args.user)
+        now = system_clock()
+        async with db.read() as session:
+            user = await session.get(User, user_id)
+            assert user is not None
+            live = await session.scalar(
+                select(func.count())
+                .select_from(Session)
+                .where(
+                    Session.user_id == user_id,
+                    Session.revoked_at.is_(None),
+                    Session.expires_at > now,
+                )
+            )
+        print(json.dumps({**user_payload(user), "liveSessions": int(live or 0)}, indent=2))
+        return 0
+
+    return _run(work)
+
+
+def _sessions_list(args: argparse.Namespace) -> int:
+    async def work(settings: Settings, db: Database) -> int:
+        user_id = await _user_id(db, args.user)
+        now = system_clock()
+        async with db.read() as session:
+            query = select(Session).where(Session.user_id == user_id)
+            if not args.all:
+                query = query.where(Session.revoked_at.is_(None), Session.expires_at > now)
+            rows = (await session.scalars(query.order_by(Session.last_active_at.desc()))).all()
+        for row in rows:
+            state = f"revoked ({row.revoked_reason})" if row.revoked_at else "live"
+            if not row.revoked_at and row.expires_at <= now:
+                state = "expired"
+            print(
+                f"{row.id}  {state:<28} login {iso_ms(row.created_at)}  "
+                f"active {iso_ms(row.last_active_at)}  {row.ip or '-'}  {row.device_name or '-'}"
+            )
+        if not rows:
+            print("no sessions")
+        del settings
+        return 0
+
+    return _run(work)
+
+
+def _sessions_revoke(args: argparse.Namespace) -> int:
+    if not args.all and not args.session:
+        raise CommandError("name a session id, or --all")
+
+    async def work(_settings: Settings, db: Database) -> int:
+        user_id = await _user_id(db, args.user)
+        now = system_clock()
+        async with db.write() as session:
+            if args.all:
+                count = await sessions.revoke_user_sessions(
+                    session, user_id, reason=Revocation.ADMIN, now=now
+                )
+            else:
+                count = int(
+                    await sessions.revoke_session(
+                        session, args.session, reason=Revocation.ADMIN, now=now, user_id=user_id
+                    )
+                )
+            audit.record(
+                session,
+                Event.SESSION_REVOKED,
+                now=now,
+                user_id=user_id,
+                session_id=None if args.all else args.session,
+                by="cli",
+                count=count,
+            )
+        if not args.all and not count:
+            raise CommandError(f"no live session {args.session!r} of user {user_id}")
+        print(f"{count} sessions revoked")
+        return 0
+
+    return _run(work)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    async def work(_settings: Settings, db: Database) -> int:
+        user_id = await _user_id(db, args.user) if args.user else None
+        async with db.read() as session:
+            events = await audit.recent(session, user_id=user_id, limit=args.limit)
+        for event in events:
+            record: dict[str, Any] = {
+                "at": iso_ms(event.at),
+                "event": event.event,
+                "user": event.user_id,
+                "session": event.session_id,
+                "ip": event.ip,
+                "userAgent": event.user_agent,
+                "details": event.details,
+            }
+            if args.json:
+                print(json.dumps(record))
+            else:
+                print(
+                    f"{record['at']}  {event.event:<22} user={event.user_id} "
+                    f"session={event.session_id or '-'} ip={event.ip or '-'} {event.details or ''}"
+                )
+        return 0
+
+    return _run(work)
+
+
+def _import_strapi(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from app.importer import import_strapi
+
+    async def work(_settings: Settings, db: Database) -> int:
+        with tqdm(unit=" users", disable=args.quiet or None, file=sys.stderr) as bar:
+            report = await import_strapi(
+                args.source,
+                db,
+                dry_run=args.dry_run,
+                batch_size=args.batch_size,
+                progress=bar.update,
+                now=system_clock(),
+            )
+        print(report.summary())
+        return 0
+
+    return _run(work)
+
+
+# --- the parser ---------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="refreshd", description="Strapi-compatible auth service with refresh tokens."
+        prog="refreshd",
+        description="Strapi-compatible auth service with refresh tokens. Settings come from the "
+        "environment and .env (see .env.example).",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the HTTP server (configured by the environment)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the HTTP server")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--graceful-timeout",
+        type=int,
+        default=20,
+        help="seconds in-flight requests get on shutdown",
+    )
     serve.set_defaults(handler=_serve)
-    migrate = commands.add_parser("migrate", help="upgrade the database named by DATABASE_URL")
-    migrate.set_defaults(handler=_migrate)
-    purge = commands.add_parser("purge", help="delete revoked and expired sessions now, in batches")
-    purge.set_defaults(handler=_purge)
+
+    commands.add_parser("migrate", help="upgrade the database to the latest schema").set_defaults(
+        handler=_migrate
+    )
+    commands.add_parser(
+        "purge", help="delete dead sessions, used or expired codes, and old audit events now"
+    ).set_defaults(handler=_purge)
+
     user = commands.add_parser("user", help="manage accounts")
-    user_commands = user.add_subparsers(dest="action", required=True)
+    user_commands = user.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = user_commands.add_parser("create", help="create a local account")
+    create.add_argument("username")
+    create.add_argument("email")
+    create.add_argument("--unconfirmed", action="store_true", help="require email confirmation")
+    create.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    create.set_defaults(handler=_user_create)
     for action, text in (
         ("block", "block an account and revoke all its sessions"),
         ("unblock", "let a blocked account log in again"),
     ):
         sub = user_commands.add_parser(action, help=text)
         sub.add_argument("user", help="id, username or email")
-        sub.set_defaults(handler=_set_blocked)
+        sub.set_defaults(handler=_user_block)
+    set_password = user_commands.add_parser(
+        "set-password", help="set a new password; every session of the account is revoked"
+    )
+    set_password.add_argument("user", help="id, username or email")
+    set_password.add_argument("--password-stdin", action="store_true")
+    set_password.set_defaults(handler=_user_set_password)
+    show = user_commands.add_parser("show", help="print an account (never its password hash)")
+    show.add_argument("user", help="id, username or email")
+    show.set_defaults(handler=_user_show)
+
+    session_parser = commands.add_parser("sessions", help="a user's sessions")
+    session_commands = session_parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = session_commands.add_parser("list", help="list live sessions (or --all)")
+    listing.add_argument("user", help="id, username or email")
+    listing.add_argument("--all", action="store_true", help="include revoked and expired ones")
+    listing.set_defaults(handler=_sessions_list)
+    revoke = session_commands.add_parser("revoke", help="revoke one session, or --all")
+    revoke.add_argument("user", help="id, username or email")
+    revoke.add_argument("session", nargs="?", help="the session id")
+    revoke.add_argument("--all", action="store_true")
+    revoke.set_defaults(handler=_sessions_revoke)
+
+    audit_parser = commands.add_parser("audit", help="read the audit trail, newest first")
+    audit_parser.add_argument("--user", help="only this user (id, username or email)")
+    audit_parser.add_argument("--limit", type=int, default=50)
+    audit_parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    audit_parser.set_defaults(handler=_audit)
+
+    importer = commands.add_parser(
+        "import-strapi", help="import users (with their passwords) from a Strapi 5 database"
+    )
+    importer.add_argument("source", help="a Strapi SQLite file, sqlite:///..., or postgresql://...")
+    importer.add_argument("--dry-run", action="store_true", help="check and count, write nothing")
+    importer.add_argument("--batch-size", type=int, default=2000)
+    importer.add_argument("--quiet", action="store_true", help="no progress bar")
+    importer.set_defaults(handler=_import_strapi)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = args.handler
-    return int(handler(args))
+    try:
+        return int(args.handler(args))
+    except CommandError as exc:
+        print(f"refreshd: {exc}", file=sys.stderr)
+        return 1
+    except AppError as exc:
+        print(f"refreshd: {exc.message}", file=sys.stderr)
+        return 1
+    except PydanticValidationError as exc:
+        problems = "; ".join(str(e["msg"]) for e in exc.errors())
+        print(f"refreshd: {problems}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -59,7 +59,9 @@ async def database_url(backend: str, migrated: str, tmp_path: Path) -> str:
         return f"sqlite+aiosqlite:///{path}"
     conn = await asyncpg.connect(asyncpg_dsn(migrated))
     try:
-        await conn.execute("TRUNCATE users, sessions, account_tokens, audit_events RESTART IDENTITY CASCADE")
+        await conn.execute(
+            "TRUNCATE users, sessions, account_tokens, audit_events RESTART IDENTITY CASCADE"
+        )
     finally:
         await conn.close()
     return migrated
