@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
@@ -159,6 +159,32 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
+# SQLSTATE classes that mean "the server cannot serve now": connection exceptions, insufficient resources
+# (too many connections), operator intervention (shutting down, starting up).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
+
+
+def _sqlstate(error: BaseException | None) -> str:
+    while error is not None:
+        state = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+        if isinstance(state, str):
+            return state
+        error = error.__cause__
+    return ""
+
+
+async def _dbapi_error(request: Request, exc: Exception) -> JSONResponse:
+    """A driver error: the database being unreachable is an outage (503); anything else is a bug (500)."""
+    assert isinstance(exc, DBAPIError)
+    if (
+        exc.connection_invalidated
+        or isinstance(exc.orig, OSError | ConnectionError)
+        or _sqlstate(exc.orig).startswith(_UNAVAILABLE_SQLSTATES)
+    ):
+        return await _database_unavailable(request, exc)
+    return await _crash(request, exc)
+
+
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     # The database is down, restarting, or (SQLite) locked past the busy timeout by another process: the
     # transaction was rolled back, nothing was half-written, and trying again later is the right move.
@@ -179,6 +205,13 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for unavailable in (OperationalError, InterfaceError, PoolTimeoutError, ConnectionError):
+    for unavailable in (
+        OperationalError,
+        InterfaceError,
+        PoolTimeoutError,
+        ConnectionError,
+        OSError,
+    ):
         app.add_exception_handler(unavailable, _database_unavailable)
+    app.add_exception_handler(DBAPIError, _dbapi_error)
     app.add_exception_handler(Exception, _crash)
