@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from pydantic import ValidationError
@@ -19,6 +19,7 @@ from app.api.limits import BodySizeLimit
 from app.api.ratelimit import RateLimitHeaders
 from app.api.routers import account, auth, health, sessions, users
 from app.clock import Clock, system_clock
+from app.observability import Metrics, MetricsMiddleware, RequestIdMiddleware, configure_logging
 from app.runtime import Runtime
 from app.services.purge import purge_all
 from app.settings import Settings
@@ -29,14 +30,13 @@ logger = logging.getLogger("refreshd")
 def create_app(settings: Settings | None = None, *, clock: Clock = system_clock) -> FastAPI:
     """Build the app. Nothing connects here: the lifespan opens the database and the hashing pool."""
     settings = settings or settings_from_environment()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(json=settings.json_logs, level=settings.log_level)
     settings = settings.with_development_secrets()
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime.start(settings, clock)
+        runtime = Runtime.start(settings, clock, metrics)
         app.state.runtime = runtime
         purger = asyncio.create_task(purge_periodically(runtime), name="refreshd-purge")
         logger.info("refreshd ready (%s, database %s)", settings.environment, _safe_url(settings))
@@ -65,13 +65,26 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
             allow_credentials=True,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID"],
             max_age=600,
         )
+    # Outermost last: every response, 413s and preflights included, is counted, timed and given an id.
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)
+    app.state.metrics = metrics
     app.include_router(auth.router)
     app.include_router(account.router)
     app.include_router(users.router)
     app.include_router(sessions.router)
     app.include_router(health.router)
+    if settings.metrics_enabled:
+
+        @app.get("/metrics", include_in_schema=False)
+        async def prometheus_metrics() -> Response:
+            """Prometheus text format. Keep it off the public side (an internal port or a network rule)."""
+            body, content_type = metrics.render()
+            return Response(body, media_type=content_type)
+
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

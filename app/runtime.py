@@ -8,10 +8,11 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from app.api.ratelimit import RateLimiter
 from app.clock import Clock
 from app.db import Database
+from app.observability import Metrics
 from app.security.codes import derive_key
 from app.security.passwords import Argon2Params
 from app.services.hashing import PasswordHasher
-from app.services.mail import Mailer, SmtpConfig, Templates, build_mailer
+from app.services.mail import DisabledMailer, Mailer, SmtpConfig, Templates, build_mailer
 from app.services.sessions import Lifetimes
 from app.services.tokens import TokenKeys
 from app.settings import Settings
@@ -32,10 +33,18 @@ def smtp_config(settings: Settings) -> SmtpConfig | None:
     )
 
 
+def mailer_for(settings: Settings) -> Mailer:
+    smtp = smtp_config(settings)
+    if smtp is None and settings.environment == "production":
+        return DisabledMailer()  # the log mailer would write reset links into production logs
+    return build_mailer(smtp, outbox=settings.mail_outbox)
+
+
 @dataclass
 class Runtime:
     settings: Settings
     clock: Clock
+    metrics: Metrics
     db: Database
     hasher: PasswordHasher
     keys: TokenKeys
@@ -47,10 +56,12 @@ class Runtime:
     code_key: bytes = field(repr=False)
 
     @classmethod
-    def start(cls, settings: Settings, clock: Clock) -> Runtime:
+    def start(cls, settings: Settings, clock: Clock, metrics: Metrics | None = None) -> Runtime:
+        metrics = metrics or Metrics()
         return cls(
             settings=settings,
             clock=clock,
+            metrics=metrics,
             db=Database(settings),
             hasher=PasswordHasher(
                 Argon2Params(
@@ -59,6 +70,7 @@ class Runtime:
                     parallelism=settings.argon2_parallelism,
                 ),
                 workers=settings.hash_pool_size,
+                observe=metrics.observe_password_hash,
                 floor=(
                     None
                     if settings.login_failure_floor_ms is None
@@ -79,7 +91,7 @@ class Runtime:
             ),
             limiter=RateLimiter(settings),
             trusted_proxies=[ip_network(p, strict=False) for p in settings.trusted_proxies],
-            mailer=build_mailer(smtp_config(settings), outbox=settings.mail_outbox),
+            mailer=mailer_for(settings),
             # Loaded now, so a broken template stops the start, not the first email.
             templates=Templates.load(settings.mail_templates),
             code_key=derive_key(settings.jwt_secret.get_secret_value()),

@@ -260,6 +260,16 @@ class Settings(DatabaseSettings):
 
     dev_secrets_file: Path = Path(".refreshd-secrets.json")
     log_level: str = "INFO"
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto", description="auto: JSON in production, readable text elsewhere"
+    )
+    metrics_enabled: bool = Field(default=True, description="serve Prometheus metrics at /metrics")
+
+    @property
+    def json_logs(self) -> bool:
+        return self.log_format == "json" or (
+            self.log_format == "auto" and self.environment == "production"
+        )
 
     @field_validator(
         "production_url",

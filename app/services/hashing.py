@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
 
 import bcrypt
 
@@ -42,6 +43,7 @@ class PasswordHasher:
         floor: float | None = None,
         pad: Callable[[float], Awaitable[None]] = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        observe: Callable[[Literal["hash", "verify"], float], None] | None = None,
     ) -> None:
         self.params = params
         self.workers = workers
@@ -50,6 +52,7 @@ class PasswordHasher:
         self._dummy_hash = passwords.make_dummy_hash(self._context)
         self._pad = pad
         self._monotonic = monotonic
+        self._observe = observe
         self.floor = self._calibrate() if floor is None else floor
 
     def _calibrate(self) -> float:
@@ -62,9 +65,13 @@ class PasswordHasher:
 
     async def hash(self, password: str) -> str:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
+        started = self._monotonic()
+        hashed = await loop.run_in_executor(
             self._pool, passwords.hash_password, self._context, password
         )
+        if self._observe:
+            self._observe("hash", self._monotonic() - started)  # queueing in the pool included
+        return hashed
 
     async def verify(self, password: str, stored_hash: str | None) -> tuple[bool, str | None]:
         """(ok, upgraded hash or None). An absent hash costs one dummy verify, and every failure the same time."""
@@ -78,6 +85,8 @@ class PasswordHasher:
             stored_hash,
             self._dummy_hash,
         )
+        if self._observe:
+            self._observe("verify", self._monotonic() - started)
         if not ok:
             remaining = self.floor - (self._monotonic() - started)
             if remaining > 0:

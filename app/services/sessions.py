@@ -73,6 +73,7 @@ class Refreshed:
     user_id: int
     session_id: str
     refresh: RefreshToken | None  # None when rotation is off: the presented token stays valid
+    reissued: bool = False  # the current successor handed out again within the grace window
 
 
 @dataclass(frozen=True)
@@ -365,7 +366,7 @@ async def _explain_refusal(
         successor = _refresh_token(
             keys, claims.user_id, row.id, row.generation, row.rotated_at, row.refresh_expires_at
         )
-        return Refreshed(claims.user_id, row.id, successor)
+        return Refreshed(claims.user_id, row.id, successor, reissued=True)
     await revoke_session(session, row.id, reason=Revocation.REUSE, now=now)
     return Refused(Rejection.REUSED, claims.user_id, row.id)
 

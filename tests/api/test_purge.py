@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import timedelta
 
 import httpx
@@ -15,7 +13,7 @@ from app.models import Session
 from app.services.purge import purge_sessions
 from app.settings import Settings
 from tests.api.helpers import bearer, login, register
-from tests.support import ROOT, FakeClock
+from tests.support import FakeClock
 
 
 async def _count(db: Database) -> int:
@@ -79,23 +77,3 @@ async def test_purge_stops_after_max_batches(
         assert await _count(db) == 2
     finally:
         await db.dispose()
-
-
-def test_purge_command(settings: Settings) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "app.cli", "purge"],
-        cwd=ROOT,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "DATABASE_URL": settings.database_url,
-            "ENVIRONMENT": "test",
-            "JWT_SECRET": "x" * 40,
-            "REFRESH_JWT_SECRET": "y" * 40,
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "purged 0 dead sessions"

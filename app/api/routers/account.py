@@ -168,6 +168,7 @@ async def reset_password(
         revoked = await sessions.revoke_user_sessions(
             session, user.id, reason=Revocation.PASSWORD_RESET, now=now
         )
+        runtime.metrics.count_revoked(Revocation.PASSWORD_RESET.value, revoked)
         audit.record(
             session,
             Event.PASSWORD_RESET,

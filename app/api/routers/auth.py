@@ -29,9 +29,11 @@ from app.errors import (
     AppError,
     ApplicationError,
     ForbiddenError,
+    RateLimitError,
     UnauthorizedError,
     ValidationError,
 )
+from app.observability import REFRESH_OUTCOME_BY_CODE, LoginOutcome, Metrics
 from app.schemas.auth import (
     AuthResponse,
     ChangePasswordRequest,
@@ -55,11 +57,19 @@ logger = logging.getLogger("refreshd.auth")
 CONFIRMATION_NOT_SENT = "Error sending confirmation email"
 
 
-_LOGIN_FAILURES = {
+_LOGIN_FAILURES: dict[str, LoginOutcome] = {
     INVALID_LOGIN: "invalid_credentials",
     BLOCKED: "blocked",
     NOT_CONFIRMED: "unconfirmed",
 }
+
+
+async def rate_limit_login(request: Request, runtime: RuntimeDep, client: ClientDep) -> None:
+    try:
+        await rate_limit(request, runtime, client)
+    except RateLimitError:
+        runtime.metrics.count_login("rate_limited")
+        raise
 
 
 def registration_open(runtime: RuntimeDep) -> None:
@@ -72,7 +82,7 @@ def registration_open(runtime: RuntimeDep) -> None:
     response_model=AuthResponse,
     response_model_exclude_none=True,
     responses=errors(400, 413, 429, 500),
-    dependencies=[Depends(rate_limit)],
+    dependencies=[Depends(rate_limit_login)],
     summary="Log in with an identifier (email or username) and a password",
 )
 async def login(
@@ -88,6 +98,8 @@ async def login(
             runtime.hasher, candidate, body.password, email_confirmation=settings.email_confirmation
         )
     except AppError as exc:
+        reason = _LOGIN_FAILURES.get(exc.message, "invalid_credentials")
+        runtime.metrics.count_login(reason)
         async with runtime.db.write() as session:
             audit.record(
                 session,
@@ -95,13 +107,14 @@ async def login(
                 now=now,
                 user_id=candidate.id if candidate else None,
                 client=client,
-                reason=_LOGIN_FAILURES.get(exc.message, "invalid_credentials"),
+                reason=reason,
             )
         raise
     verified_hash = user.password_hash or ""
     async with runtime.db.write() as session:
         if not await users.still_valid_for_login(session, user.id, verified_hash):
             # Changed or blocked while the password was being checked.
+            runtime.metrics.count_login("invalid_credentials")
             raise ValidationError(INVALID_LOGIN)
         started = await sessions.start_session(
             session,
@@ -123,6 +136,7 @@ async def login(
         )
         if upgraded_hash:
             await users.upgrade_password_hash(session, user.id, verified_hash, upgraded_hash)
+    runtime.metrics.count_login("success")
     jwt = tokens.issue_access_token(
         runtime.keys, user_id=user.id, session_id=started.session_id, now=now
     )
@@ -215,7 +229,7 @@ async def refresh(
             lifetimes=runtime.lifetimes,
             rotate=settings.refresh_token_rotation,
         )
-        _audit_refresh(session, outcome, now=now, client=client)
+        _record_refresh(session, runtime.metrics, outcome, now=now, client=client)
     # Committed: a reuse verdict revoked the session before this refusal goes out.
     if isinstance(outcome, Refused):
         raise outcome.error()
@@ -225,9 +239,24 @@ async def refresh(
     return transport.token_response(settings, {"jwt": jwt}, outcome.refresh, now=now)
 
 
-def _audit_refresh(
-    session: AsyncSession, outcome: Refreshed | Refused, *, now: datetime, client: Client
+def _record_refresh(
+    session: AsyncSession,
+    metrics: Metrics,
+    outcome: Refreshed | Refused,
+    *,
+    now: datetime,
+    client: Client,
 ) -> None:
+    """The outcome, in the metrics and (for what changed something) in the audit trail."""
+    if isinstance(outcome, Refreshed):
+        if outcome.reissued:
+            metrics.count_refresh("reissued_in_grace")
+        else:
+            metrics.count_refresh("rotated" if outcome.refresh else "not_rotated")
+    else:
+        metrics.count_refresh(REFRESH_OUTCOME_BY_CODE[outcome.reason.value])
+        if outcome.reason is Rejection.REUSED:
+            metrics.count_revoked(Revocation.REUSE.value)
     if isinstance(outcome, Refreshed):
         audit.record(
             session,
@@ -307,6 +336,10 @@ async def logout(
         revoked = await sessions.logout(
             session, identity, scope, now=now, lifetimes=runtime.lifetimes
         )
+        reason = {"all": Revocation.LOGOUT_ALL, "others": Revocation.LOGOUT_OTHERS}.get(
+            scope, Revocation.LOGOUT
+        )
+        runtime.metrics.count_revoked(reason.value, revoked)
         audit.record(
             session,
             Event.LOGGED_OUT,
@@ -357,6 +390,7 @@ async def change_password(
         revoked = await sessions.revoke_user_sessions(
             session, user.id, reason=Revocation.PASSWORD_CHANGED, now=now, keep=principal.session_id
         )
+        runtime.metrics.count_revoked(Revocation.PASSWORD_CHANGED.value, revoked)
         audit.record(
             session,
             Event.PASSWORD_CHANGED,

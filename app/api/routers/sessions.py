@@ -75,6 +75,7 @@ async def revoke_session(
                 user_id=principal.user.id,
             )
             if revoked:
+                runtime.metrics.count_revoked(Revocation.USER_REVOKED.value)
                 audit.record(
                     session,
                     Event.SESSION_REVOKED,

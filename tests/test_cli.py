@@ -1,0 +1,248 @@
+"""Every command of the ``refreshd`` command line, run as a subprocess against the real databases."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.api.helpers import bearer, error_of, login, register
+from tests.cli_support import run_cli
+from tests.conftest import Harness
+from tests.servers import free_port
+from tests.support import ACCESS_SECRET, REFRESH_SECRET, ROOT, STRAPI_FIXTURE, FakeClock
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """The command line runs on the real clock: so does the app in these tests."""
+    return FakeClock(now=datetime.now(UTC))
+
+
+COMMANDS = [
+    [],
+    ["serve"],
+    ["migrate"],
+    ["purge"],
+    ["user"],
+    ["user", "create"],
+    ["user", "block"],
+    ["user", "unblock"],
+    ["user", "set-password"],
+    ["user", "show"],
+    ["sessions"],
+    ["sessions", "list"],
+    ["sessions", "revoke"],
+    ["audit"],
+    ["import-strapi"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "refreshd")
+def test_every_command_has_help(command: list[str]) -> None:
+    result = run_cli("sqlite+aiosqlite:///unused.db", *command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: refreshd")
+
+
+def test_migrate_builds_a_fresh_database(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
+    result = run_cli(url, "migrate")
+    assert result.returncode == 0, result.stderr
+    again = run_cli(
+        url,
+        "user",
+        "create",
+        "root",
+        "root@example.com",
+        "--password-stdin",
+        stdin="Root-pass-123\n",
+    )
+    assert again.returncode == 0, again.stderr
+
+
+async def test_user_create_show_and_log_in(client: httpx.AsyncClient, database_url: str) -> None:
+    created = run_cli(
+        database_url,
+        "user",
+        "create",
+        "carol",
+        "Carol@Example.com",
+        "--password-stdin",
+        stdin="Carol-pass-123\n",
+    )
+    assert created.returncode == 0, created.stderr
+    user = json.loads(created.stdout)
+    assert (user["username"], user["email"], user["confirmed"]) == (
+        "carol",
+        "carol@example.com",
+        True,
+    )
+    assert (await login(client, "carol@example.com", "Carol-pass-123")).status_code == 200
+    shown = run_cli(database_url, "user", "show", "carol")
+    assert shown.returncode == 0, shown.stderr
+    details = json.loads(shown.stdout)
+    assert details["id"] == user["id"]
+    assert details["liveSessions"] == 1
+    assert "password" not in shown.stdout.lower()
+    assert "$argon2" not in shown.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (
+            ["user", "create", "carol", "not-an-email", "--password-stdin"],
+            "Carol-pass-123\n",
+            "email must be a valid email",
+        ),
+        (
+            ["user", "create", "ca", "carol@example.com", "--password-stdin"],
+            "Carol-pass-123\n",
+            "username must be at least 3 characters",
+        ),
+        (
+            ["user", "create", "carol", "carol@example.com", "--password-stdin"],
+            "short\n",
+            "password must be at least 6 characters",
+        ),
+        (["user", "show", "nobody"], None, "no user 'nobody'"),
+        (["sessions", "revoke", "1"], None, "name a session id, or --all"),
+    ],
+)
+def test_bad_input_is_one_clear_line(
+    database_url: str, args: list[str], stdin: str | None, message: str
+) -> None:
+    result = run_cli(database_url, *args, stdin=stdin)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_duplicate_user_is_refused(client: httpx.AsyncClient, database_url: str) -> None:
+    await register(client)
+    result = run_cli(
+        database_url,
+        "user",
+        "create",
+        "alice",
+        "x@example.com",
+        "--password-stdin",
+        stdin="Some-pass-123\n",
+    )
+    assert result.returncode == 1
+    assert "Email or Username are already taken" in result.stderr
+
+
+async def test_set_password_revokes_every_session(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    jwt = (await register(client))["jwt"]
+    result = run_cli(
+        database_url, "user", "set-password", "alice", "--password-stdin", stdin="Admin-set-456\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "1 sessions revoked" in result.stdout
+    assert (await client.get("/api/users/me", headers=bearer(jwt))).status_code == 401
+    assert (await login(client, password="Admin-set-456")).status_code == 200
+
+
+async def test_sessions_list_and_revoke(client: httpx.AsyncClient, database_url: str) -> None:
+    await register(client)
+    devices = [(await login(client, requestRefresh=True)).json() for _ in range(2)]
+    listed = run_cli(database_url, "sessions", "list", "alice")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.strip().splitlines()
+    assert len(lines) == 3  # registration + two logins
+    target = next(line.split()[0] for line in lines if line.split()[0] != lines[0].split()[0])
+    revoked = run_cli(database_url, "sessions", "revoke", "alice", target)
+    assert revoked.returncode == 0, revoked.stderr
+    assert revoked.stdout.strip() == "1 sessions revoked"
+    everything = run_cli(database_url, "sessions", "list", "alice", "--all")
+    assert "revoked (admin)" in everything.stdout
+    unknown = run_cli(database_url, "sessions", "revoke", "alice", "0" * 32)
+    assert unknown.returncode == 1
+    all_revoked = run_cli(database_url, "sessions", "revoke", "alice", "--all")
+    assert all_revoked.stdout.strip() == "2 sessions revoked"
+    for device in devices:
+        assert (await client.get("/api/users/me", headers=bearer(device["jwt"]))).status_code == 401
+
+
+async def test_audit_command_reads_the_trail(client: httpx.AsyncClient, database_url: str) -> None:
+    await register(client)
+    await login(client, password="wrong")
+    await login(client)
+    result = run_cli(database_url, "audit", "--json", "--user", "alice")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [e["event"] for e in events] == ["login.succeeded", "login.failed", "user.registered"]
+    assert events[1]["details"] == {"reason": "invalid_credentials"}
+    assert all(e["user"] == 1 for e in events)
+    plain = run_cli(database_url, "audit", "--limit", "1")
+    assert len(plain.stdout.strip().splitlines()) == 1
+
+
+def test_purge_command(database_url: str) -> None:
+    result = run_cli(database_url, "purge")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "purged 0 sessions, 0 codes, 0 audit events"
+
+
+async def test_import_strapi_command(harness: Harness, database_url: str, settings: object) -> None:
+    dry = run_cli(database_url, "import-strapi", str(STRAPI_FIXTURE), "--dry-run", "--quiet")
+    assert dry.returncode == 0, dry.stderr
+    client = await harness.client(settings)  # type: ignore[arg-type]
+    assert (await login(client, "alice", "Secret-pass-123")).status_code == 400  # nothing written
+    done = run_cli(database_url, "import-strapi", str(STRAPI_FIXTURE))
+    assert done.returncode == 0, done.stderr
+    response = await login(client, "ALICE@example.com", "Secret-pass-123")
+    assert response.status_code == 200
+    assert error_of(await login(client, "dave", "Dave-pass-123"))["message"] == (
+        "Your account has been blocked by an administrator"
+    )
+
+
+@pytest.mark.slow
+def test_serve_runs_and_stops_gracefully(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'serve.db'}"
+    assert run_cli(url, "migrate").returncode == 0
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "DATABASE_URL": url,
+            "ENVIRONMENT": "test",
+            "JWT_SECRET": ACCESS_SECRET,
+            "REFRESH_JWT_SECRET": REFRESH_SECRET,
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)  # polling for readiness
+        else:
+            pytest.fail("server did not become ready")
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "Application shutdown complete" in output
+    assert "Traceback" not in output
