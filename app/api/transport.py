@@ -10,6 +10,10 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from app.errors import ForbiddenError
+from app.models import User
+from app.runtime import Runtime
+from app.schemas.common import user_payload
+from app.services import tokens
 from app.services.sessions import Client, RefreshToken
 from app.settings import Settings, cookie_domain
 
@@ -117,6 +121,21 @@ def token_response(
     if refresh is not None and in_cookie:
         set_refresh_cookie(response, settings, refresh, now=now)
     return response
+
+
+def signed_in(
+    runtime: Runtime,
+    user: User,
+    session_id: str,
+    refresh: RefreshToken | None,
+    *,
+    now: datetime,
+) -> JSONResponse:
+    """``{jwt, user}`` for a session, with its refresh token in the body or the cookie."""
+    jwt = tokens.issue_access_token(runtime.keys, user_id=user.id, session_id=session_id, now=now)
+    return token_response(
+        runtime.settings, {"jwt": jwt, "user": user_payload(user)}, refresh, now=now
+    )
 
 
 def set_refresh_cookie(

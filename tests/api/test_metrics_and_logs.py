@@ -70,7 +70,8 @@ async def test_metrics_after_a_known_sequence(client: httpx.AsyncClient, clock: 
     assert _value(samples, refreshes, outcome="invalid") == 1
     revoked = "refreshd_sessions_revoked_total"
     assert _value(samples, revoked, reason="reuse_detected") == 1
-    assert _value(samples, revoked, reason="logout_all") == 2  # registration's and the other login's
+    # Registration's session and the other login's.
+    assert _value(samples, revoked, reason="logout_all") == 2
     hashes = "refreshd_password_hash_seconds_count"
     assert _value(samples, hashes, operation="hash") == 1
     assert _value(samples, hashes, operation="verify") == 4

@@ -25,8 +25,7 @@ from app.schemas.auth import (
     ResetPasswordRequest,
     SentResponse,
 )
-from app.schemas.common import user_payload
-from app.services import accounts, audit, mail, sessions, tokens, users
+from app.services import accounts, audit, mail, sessions, users
 from app.services.accounts import Purpose
 from app.services.audit import Event
 from app.services.sessions import Revocation
@@ -186,12 +185,7 @@ async def reset_password(
             lifetimes=runtime.lifetimes,
             with_refresh=settings.request_refresh_on_all,
         )
-    jwt = tokens.issue_access_token(
-        runtime.keys, user_id=user.id, session_id=started.session_id, now=now
-    )
-    return transport.token_response(
-        settings, {"jwt": jwt, "user": user_payload(user)}, started.refresh, now=now
-    )
+    return transport.signed_in(runtime, user, started.session_id, started.refresh, now=now)
 
 
 @router.get(

@@ -137,12 +137,7 @@ async def login(
         if upgraded_hash:
             await users.upgrade_password_hash(session, user.id, verified_hash, upgraded_hash)
     runtime.metrics.count_login("success")
-    jwt = tokens.issue_access_token(
-        runtime.keys, user_id=user.id, session_id=started.session_id, now=now
-    )
-    return transport.token_response(
-        settings, {"jwt": jwt, "user": user_payload(user)}, started.refresh, now=now
-    )
+    return transport.signed_in(runtime, user, started.session_id, started.refresh, now=now)
 
 
 @router.post(
@@ -193,12 +188,7 @@ async def register(
             logger.error("confirmation email for new user %s not delivered: %s", user.id, exc)
             raise ApplicationError(CONFIRMATION_NOT_SENT) from None
         return JSONResponse({"user": user_payload(user)})
-    jwt = tokens.issue_access_token(
-        runtime.keys, user_id=user.id, session_id=started.session_id, now=now
-    )
-    return transport.token_response(
-        settings, {"jwt": jwt, "user": user_payload(user)}, started.refresh, now=now
-    )
+    return transport.signed_in(runtime, user, started.session_id, started.refresh, now=now)
 
 
 async def refresh(
@@ -412,9 +402,4 @@ async def change_password(
             await sessions.extend_access_only_session(
                 session, principal.session_id, now=now, lifetimes=runtime.lifetimes
             )
-    jwt = tokens.issue_access_token(
-        runtime.keys, user_id=user.id, session_id=principal.session_id, now=now
-    )
-    return transport.token_response(
-        settings, {"jwt": jwt, "user": user_payload(user)}, refresh_token, now=now
-    )
+    return transport.signed_in(runtime, user, principal.session_id, refresh_token, now=now)
