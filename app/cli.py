@@ -301,10 +301,14 @@ def _audit(args: argparse.Namespace) -> int:
 def _import_strapi(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from app.importer import import_strapi
+    from app.importer import StrapiSourceError, count_strapi_users, import_strapi
 
     async def work(_settings: Settings, db: Database) -> int:
-        with tqdm(unit=" users", disable=args.quiet or None, file=sys.stderr) as bar:
+        try:
+            total = await count_strapi_users(args.source)
+        except StrapiSourceError as exc:
+            raise CommandError(str(exc)) from None
+        with tqdm(total=total, unit=" users", disable=args.quiet or None, file=sys.stderr) as bar:
             report = await import_strapi(
                 args.source,
                 db,

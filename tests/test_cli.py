@@ -246,3 +246,10 @@ def test_serve_runs_and_stops_gracefully(tmp_path: Path) -> None:
             process.wait()
     assert "Application shutdown complete" in output
     assert "Traceback" not in output
+
+
+def test_import_strapi_reports_a_missing_source(database_url: str, tmp_path: Path) -> None:
+    result = run_cli(database_url, "import-strapi", str(tmp_path / "missing.db"))
+    assert result.returncode == 1
+    assert "no Strapi database at" in result.stderr
+    assert "Traceback" not in result.stderr
