@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -253,3 +253,24 @@ def test_import_strapi_reports_a_missing_source(database_url: str, tmp_path: Pat
     assert result.returncode == 1
     assert "no Strapi database at" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_block_is_audited_and_old_events_are_purged(
+    client: httpx.AsyncClient, database_url: str, clock: FakeClock
+) -> None:
+    clock.now -= timedelta(days=10)  # the registration happened ten days ago
+    await register(client)
+    assert run_cli(database_url, "user", "block", "alice").returncode == 0
+    events = [
+        json.loads(line) for line in run_cli(database_url, "audit", "--json").stdout.splitlines()
+    ]
+    assert [e["event"] for e in events] == ["user.blocked", "user.registered"]
+    assert events[0]["details"] == {"by": "cli"}
+    purged = run_cli(database_url, "purge", AUDIT_RETENTION="5d")
+    assert purged.returncode == 0, purged.stderr
+    assert purged.stdout.strip().endswith(", 1 audit events")
+    remaining = [
+        json.loads(line)["event"]
+        for line in run_cli(database_url, "audit", "--json").stdout.splitlines()
+    ]
+    assert remaining == ["user.blocked"]
