@@ -16,7 +16,9 @@ from app.services import sessions, tokens
 from app.services.sessions import Client
 
 
-def get_runtime(request: Request) -> Runtime:
+# Every dependency is `async def`: FastAPI runs plain `def` dependencies in a thread pool, a thread hop per
+# request that costs more than the work itself.
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -24,14 +26,14 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_now(runtime: RuntimeDep) -> datetime:
+async def get_now(runtime: RuntimeDep) -> datetime:
     return runtime.clock()
 
 
 Now = Annotated[datetime, Depends(get_now)]
 
 
-def get_client(request: Request, runtime: RuntimeDep) -> Client:
+async def get_client(request: Request, runtime: RuntimeDep) -> Client:
     return transport.client_of(request, runtime.trusted_proxies)
 
 

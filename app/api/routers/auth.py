@@ -72,7 +72,7 @@ async def rate_limit_login(request: Request, runtime: RuntimeDep, client: Client
         raise
 
 
-def registration_open(runtime: RuntimeDep) -> None:
+async def registration_open(runtime: RuntimeDep) -> None:
     if not runtime.settings.allow_register:
         raise ApplicationError(REGISTER_DISABLED)
 
