@@ -63,11 +63,20 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
+def create_engine(settings: Settings, *, autocommit: bool = False) -> AsyncEngine:
+    """The engine; ``autocommit`` for the read pool, whose connections never hold a transaction (so nothing
+    needs resetting when they go back to the pool: no ROLLBACK round trip per request)."""
     url = settings.database_url
+    options: dict[str, Any] = {}
+    if autocommit:
+        options = {
+            "isolation_level": "AUTOCOMMIT",
+            "pool_reset_on_return": None,
+            "skip_autocommit_rollback": True,
+        }
     if settings.is_sqlite:
-        engine = create_async_engine(url, pool_size=8, max_overflow=0, pool_timeout=30)
-        _configure_sqlite(engine, settings.sqlite_busy_timeout_ms)
+        engine = create_async_engine(url, pool_size=4, max_overflow=0, pool_timeout=30, **options)
+        _configure_sqlite(engine, settings.sqlite_busy_timeout_ms, transactions=not autocommit)
         return engine
     return create_async_engine(
         url,
@@ -77,10 +86,11 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_recycle=1800,
         # Fail fast instead of hanging when the server is gone or stuck: a request then gets a 503.
         connect_args={"timeout": 5, "command_timeout": 15},
+        **options,
     )
 
 
-def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
+def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int, *, transactions: bool) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         # Let SQLAlchemy, not the driver, decide when transactions begin (see on_begin).
@@ -91,6 +101,9 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.close()
+
+    if not transactions:
+        return  # the read pool: each statement is its own snapshot, no BEGIN/ROLLBACK round trips
 
     @event.listens_for(engine.sync_engine, "begin")
     def on_begin(connection: Connection) -> None:
@@ -103,8 +116,10 @@ class Database:
 
     def __init__(self, settings: Settings) -> None:
         self.engine = create_engine(settings)
+        self.read_engine = create_engine(settings, autocommit=True)
         self.is_sqlite = settings.is_sqlite
-        self._reader = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        # Reads are single statements: autocommit spares each one a BEGIN and a ROLLBACK round trip.
+        self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False, autoflush=False)
         writer_bind = (
             self.engine.execution_options(sqlite_immediate=True) if self.is_sqlite else self.engine
         )
@@ -114,7 +129,7 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
-        """A read-only unit of work; whatever it began is rolled back at the end."""
+        """Reads in autocommit mode: each statement sees the latest committed state. Never write here."""
         async with self._reader() as session:
             yield session
 
@@ -126,6 +141,7 @@ class Database:
             yield session
 
     async def dispose(self) -> None:
+        await self.read_engine.dispose()
         await self.engine.dispose()
 
 
