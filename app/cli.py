@@ -142,7 +142,7 @@ def _user_create(args: argparse.Namespace) -> int:
             user = await users.create_user(
                 session, registration, password_hash, confirmed=not args.unconfirmed, now=now
             )
-            audit.record(session, Event.USER_CREATED, now=now, user_id=user.id, by="cli")
+            await audit.record(session, Event.USER_CREATED, now=now, user_id=user.id, by="cli")
         print(json.dumps(user_payload(user)))
         return 0
 
@@ -158,7 +158,7 @@ def _user_block(args: argparse.Namespace) -> int:
         async with db.write() as session:
             await accounts.set_blocked(session, user_id, blocked, now=now)
             event = Event.USER_BLOCKED if blocked else Event.USER_UNBLOCKED
-            audit.record(session, event, now=now, user_id=user_id, by="cli")
+            await audit.record(session, event, now=now, user_id=user_id, by="cli")
         print(f"user {user_id} {'blocked (every session revoked)' if blocked else 'unblocked'}")
         return 0
 
@@ -175,7 +175,7 @@ def _user_set_password(args: argparse.Namespace) -> int:
             revoked = await sessions.revoke_user_sessions(
                 session, user_id, reason=Revocation.ADMIN, now=now
             )
-            audit.record(
+            await audit.record(
                 session,
                 Event.PASSWORD_SET,
                 now=now,
@@ -254,7 +254,7 @@ def _sessions_revoke(args: argparse.Namespace) -> int:
                         session, args.session, reason=Revocation.ADMIN, now=now, user_id=user_id
                     )
                 )
-            audit.record(
+            await audit.record(
                 session,
                 Event.SESSION_REVOKED,
                 now=now,

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import AuditEvent
@@ -30,7 +30,7 @@ class Event(StrEnum):
     PASSWORD_SET = "password.set_by_admin"  # noqa: S105
 
 
-def record(
+async def record(
     session: AsyncSession,
     event: Event,
     *,
@@ -40,9 +40,11 @@ def record(
     client: Client | None = None,
     **details: Any,
 ) -> None:
-    """Add an event to the caller's transaction. ``details`` hold reasons and counts, never secrets."""
-    session.add(
-        AuditEvent(
+    """Add an event to the caller's transaction. ``details`` hold reasons and counts, never secrets.
+
+    A Core insert: no ORM unit of work for a row nobody reads back (it runs on every refresh)."""
+    await session.execute(
+        insert(AuditEvent).values(
             at=now,
             event=event.value,
             user_id=user_id,

@@ -168,7 +168,7 @@ async def reset_password(
             session, user.id, reason=Revocation.PASSWORD_RESET, now=now
         )
         runtime.metrics.count_revoked(Revocation.PASSWORD_RESET.value, revoked)
-        audit.record(
+        await audit.record(
             session,
             Event.PASSWORD_RESET,
             now=now,
@@ -214,7 +214,9 @@ async def email_confirmation(
         )
         if user_id is not None:
             await accounts.confirm_email(session, user_id, now=now)
-            audit.record(session, Event.EMAIL_CONFIRMED, now=now, user_id=user_id, client=client)
+            await audit.record(
+                session, Event.EMAIL_CONFIRMED, now=now, user_id=user_id, client=client
+            )
     if user_id is None:
         raise ValidationError(INVALID_TOKEN)
     return RedirectResponse(runtime.settings.email_confirmation_redirect, status_code=302)

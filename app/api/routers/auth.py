@@ -101,7 +101,7 @@ async def login(
         reason = _LOGIN_FAILURES.get(exc.message, "invalid_credentials")
         runtime.metrics.count_login(reason)
         async with runtime.db.write() as session:
-            audit.record(
+            await audit.record(
                 session,
                 Event.LOGIN_FAILED,
                 now=now,
@@ -125,7 +125,7 @@ async def login(
             lifetimes=runtime.lifetimes,
             with_refresh=body.requestRefresh or settings.request_refresh_on_all,
         )
-        audit.record(
+        await audit.record(
             session,
             Event.LOGIN_SUCCEEDED,
             now=now,
@@ -167,7 +167,7 @@ async def register(
         user = await users.create_user(
             session, registration, password_hash, confirmed=not confirm, now=now
         )
-        audit.record(session, Event.REGISTERED, now=now, user_id=user.id, client=client)
+        await audit.record(session, Event.REGISTERED, now=now, user_id=user.id, client=client)
         started = None
         if not confirm:
             started = await sessions.start_session(
@@ -219,7 +219,7 @@ async def refresh(
             lifetimes=runtime.lifetimes,
             rotate=settings.refresh_token_rotation,
         )
-        _record_refresh(session, runtime.metrics, outcome, now=now, client=client)
+        await _record_refresh(session, runtime.metrics, outcome, now=now, client=client)
     # Committed: a reuse verdict revoked the session before this refusal goes out.
     if isinstance(outcome, Refused):
         raise outcome.error()
@@ -229,7 +229,7 @@ async def refresh(
     return transport.token_response(settings, {"jwt": jwt}, outcome.refresh, now=now)
 
 
-def _record_refresh(
+async def _record_refresh(
     session: AsyncSession,
     metrics: Metrics,
     outcome: Refreshed | Refused,
@@ -248,7 +248,7 @@ def _record_refresh(
         if outcome.reason is Rejection.REUSED:
             metrics.count_revoked(Revocation.REUSE.value)
     if isinstance(outcome, Refreshed):
-        audit.record(
+        await audit.record(
             session,
             Event.REFRESHED,
             now=now,
@@ -258,7 +258,7 @@ def _record_refresh(
             rotated=outcome.refresh is not None,
         )
     elif outcome.reason is Rejection.REUSED and outcome.session_id is not None:
-        audit.record(
+        await audit.record(
             session,
             Event.REUSE_DETECTED,
             now=now,
@@ -330,7 +330,7 @@ async def logout(
             scope, Revocation.LOGOUT
         )
         runtime.metrics.count_revoked(reason.value, revoked)
-        audit.record(
+        await audit.record(
             session,
             Event.LOGGED_OUT,
             now=now,
@@ -381,7 +381,7 @@ async def change_password(
             session, user.id, reason=Revocation.PASSWORD_CHANGED, now=now, keep=principal.session_id
         )
         runtime.metrics.count_revoked(Revocation.PASSWORD_CHANGED.value, revoked)
-        audit.record(
+        await audit.record(
             session,
             Event.PASSWORD_CHANGED,
             now=now,

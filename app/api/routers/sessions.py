@@ -76,7 +76,7 @@ async def revoke_session(
             )
             if revoked:
                 runtime.metrics.count_revoked(Revocation.USER_REVOKED.value)
-                audit.record(
+                await audit.record(
                     session,
                     Event.SESSION_REVOKED,
                     now=now,
