@@ -132,16 +132,44 @@ def _safe_url(settings: Settings) -> str:
     return make_url(settings.database_url).render_as_string(hide_password=True)
 
 
+# Operations that need an access token; logout takes one, or a refresh token instead.
+_BEARER_ONLY = {
+    ("/api/users/me", "get"),
+    ("/api/auth/sessions", "get"),
+    ("/api/auth/sessions/{session_id}", "delete"),
+    ("/api/auth/change-password", "post"),
+}
+_BEARER_OPTIONAL = {("/api/auth/logout", "post")}
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI documents 422 validation errors; this service answers them with 400 in Strapi's envelope."""
+    """The document FastAPI builds, corrected to what the service does: validation errors are 400 in Strapi's
+    envelope (not 422), every database-backed route can answer 503, and bearer auth is declared."""
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(
         title=app.title, version=app.version, summary=app.summary, routes=app.routes
     )
-    for path_item in schema.get("paths", {}).values():
-        for operation in path_item.values():
-            operation.get("responses", {}).pop("422", None)
+    envelope = {"$ref": "#/components/schemas/ErrorEnvelope"}
+    for path, path_item in schema.get("paths", {}).items():
+        for method, operation in path_item.items():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            if path.startswith("/api/"):
+                responses.setdefault(
+                    "503",
+                    {
+                        "description": "The database is unavailable; try again later",
+                        "content": {"application/json": {"schema": envelope}},
+                    },
+                )
+            if (path, method) in _BEARER_ONLY:
+                operation["security"] = [{"bearerAuth": []}]
+            elif (path, method) in _BEARER_OPTIONAL:
+                operation["security"] = [{"bearerAuth": []}, {}]
+    schema.setdefault("components", {})["securitySchemes"] = {
+        "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    }
     components = schema.get("components", {}).get("schemas", {})
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)

@@ -11,6 +11,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StrictStr,
     ValidationInfo,
     field_validator,
@@ -69,8 +70,8 @@ class LoginRequest(BaseModel):
 
     identifier: Required
     password: Required
-    # A boolean, or its usual spellings ("true", 1): never JavaScript truthiness, where "false" counts.
-    requestRefresh: bool = False
+    # A JSON boolean (a wrong type is a 400, as the contract says; never JavaScript truthiness).
+    requestRefresh: StrictBool = False
 
 
 class RegisterRequest(BaseModel):
@@ -206,11 +207,11 @@ class LogoutRequest(BaseModel):
         AfterValidator(_scope),
         Field(json_schema_extra={"enum": ["local", "others", "all"]}),
     ] = "local"
-    refreshToken: TokenText = None
+    refreshToken: Text | None = None
 
 
 class OkResponse(BaseModel):
-    ok: Literal[True] = True
+    ok: Literal[True]
 
 
 class SessionOut(BaseModel):
@@ -285,7 +286,7 @@ class EmailRequest(BaseModel):
 
 class SentResponse(BaseModel):
     email: str
-    sent: Literal[True] = True
+    sent: Literal[True]
 
 
 class RegisteredResponse(BaseModel):
