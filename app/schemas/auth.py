@@ -133,7 +133,22 @@ def _matches_password(value: str, info: ValidationInfo) -> str:
     return value
 
 
-class ChangePasswordRequest(BaseModel):
+class _StrictBody(BaseModel):
+    """yup's ``noUnknown``: unexpected keys are refused with one error naming them."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strict_keys(cls, data: Any) -> Any:
+        return _no_unknown_keys(cls, data)
+
+
+class _NewPasswordBody(_StrictBody):
+    """A new password and its confirmation (the fields are declared by each body, in Strapi's order)."""
+
+    _confirmed = field_validator("passwordConfirmation", check_fields=False)(_matches_password)
+
+
+class ChangePasswordRequest(_NewPasswordBody):
     """Change the password of the signed-in user."""
 
     model_config = ConfigDict(
@@ -152,13 +167,6 @@ class ChangePasswordRequest(BaseModel):
     currentPassword: Required
     password: NewPassword
     passwordConfirmation: Required
-
-    @model_validator(mode="before")
-    @classmethod
-    def _strict_keys(cls, data: Any) -> Any:
-        return _no_unknown_keys(cls, data)
-
-    _confirmed = field_validator("passwordConfirmation")(_matches_password)
 
 
 def _string_or_nothing(value: object) -> object:
@@ -231,7 +239,7 @@ class EmptyData(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-class ForgotPasswordRequest(BaseModel):
+class ForgotPasswordRequest(_StrictBody):
     """Ask for a password-reset link by email."""
 
     model_config = ConfigDict(
@@ -240,13 +248,8 @@ class ForgotPasswordRequest(BaseModel):
 
     email: Email
 
-    @model_validator(mode="before")
-    @classmethod
-    def _strict_keys(cls, data: Any) -> Any:
-        return _no_unknown_keys(cls, data)
 
-
-class ResetPasswordRequest(BaseModel):
+class ResetPasswordRequest(_NewPasswordBody):
     """Choose a new password with the code from the reset email."""
 
     model_config = ConfigDict(
@@ -265,13 +268,6 @@ class ResetPasswordRequest(BaseModel):
     code: Required
     password: NewPassword
     passwordConfirmation: Required
-
-    @model_validator(mode="before")
-    @classmethod
-    def _strict_keys(cls, data: Any) -> Any:
-        return _no_unknown_keys(cls, data)
-
-    _confirmed = field_validator("passwordConfirmation")(_matches_password)
 
 
 class EmailRequest(BaseModel):

@@ -371,6 +371,19 @@ async def _explain_refusal(
     return Refused(Rejection.REUSED, claims.user_id, row.id)
 
 
+async def _revoke(
+    session: AsyncSession, condition: ColumnElement[bool], *, reason: Revocation, now: datetime
+) -> int:
+    """Revoke the live sessions matching ``condition``: one conditional UPDATE; returns how many."""
+    result = await session.execute(
+        update(Session)
+        .where(condition, Session.revoked_at.is_(None))
+        .values(revoked_at=now, revoked_reason=reason.value)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0))
+
+
 async def revoke_session(
     session: AsyncSession,
     session_id: str,
@@ -379,15 +392,10 @@ async def revoke_session(
     now: datetime,
     user_id: int | None = None,
 ) -> bool:
-    statement = update(Session).where(Session.id == session_id, Session.revoked_at.is_(None))
+    condition = Session.id == session_id
     if user_id is not None:
-        statement = statement.where(Session.user_id == user_id)
-    result = await session.execute(
-        statement.values(revoked_at=now, revoked_reason=reason.value).execution_options(
-            synchronize_session=False
-        )
-    )
-    return bool(getattr(result, "rowcount", 0))
+        condition = and_(condition, Session.user_id == user_id)
+    return bool(await _revoke(session, condition, reason=reason, now=now))
 
 
 async def revoke_user_sessions(
@@ -399,15 +407,10 @@ async def revoke_user_sessions(
     keep: str | None = None,
 ) -> int:
     """Revoke every live session of a user, except ``keep``; returns how many."""
-    statement = update(Session).where(Session.user_id == user_id, Session.revoked_at.is_(None))
+    condition = Session.user_id == user_id
     if keep is not None:
-        statement = statement.where(Session.id != keep)
-    result = await session.execute(
-        statement.values(revoked_at=now, revoked_reason=reason.value).execution_options(
-            synchronize_session=False
-        )
-    )
-    return int(getattr(result, "rowcount", 0))
+        condition = and_(condition, Session.id != keep)
+    return await _revoke(session, condition, reason=reason, now=now)
 
 
 async def authenticated_user(
