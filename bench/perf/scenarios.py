@@ -1,0 +1,588 @@
+"""The scenarios. Each starts its own server (so peak RSS and the log belong to it), measures with wrk and returns
+rows for the report and checks against the issue's targets."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from perf import RESULTS, ROOT, database, load
+from perf.database import Backend, Secrets
+from perf.hashlimit import HashLimit
+from perf.load import CpuWindow, WrkResult
+from perf.server import LOCKED, Server, metric_sum, running, server_env
+
+# Strapi 5.54 + refresh-token plugin on this kind of box (the issue's figures, rotation off, wrk -t2 -c64 -d15s).
+STRAPI_REFRESH_RPS = 528.0
+STRAPI_ME_RPS = 318.0
+STRAPI_LOGIN_RPS = 11.0
+# The issue's targets: refresh and /users/me at least 3x Strapi, refresh with rotation at least 2x its figure.
+TARGET_REFRESH_RPS = 1600.0
+TARGET_ME_RPS = 950.0
+TARGET_ROTATION_RPS = 2 * STRAPI_REFRESH_RPS
+CONNECTIONS = 64
+LOGIN_CONNECTIONS = 16
+THREADS = 2
+TOKEN_SESSIONS = 256  # sessions per measured run: 4 per connection
+REFRESH_PATH = "/api/auth/local/refresh"
+ME_PATH = "/api/users/me"
+LOGIN_PATH = "/api/auth/local"
+
+
+@dataclass
+class Options:
+    duration: float
+    warmup: float
+    users: int
+    bulk_rows: int
+    profile: bool
+    workdir: Path
+
+
+@dataclass
+class Row:
+    backend: str
+    scenario: str
+    label: str
+    connections: int
+    wrk: WrkResult
+    rss_mb: float
+    idle_rss_mb: float
+    server_cores: float
+    machine_cores: float
+    locked: int
+    logged_errors: int
+    code: str
+    workers: int = 1
+
+
+@dataclass
+class Check:
+    backend: str
+    target: str
+    measured: str
+    ok: bool | None  # None: not measurable in this run
+
+
+@dataclass
+class Outcome:
+    rows: list[Row] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Context:
+    backend: Backend
+    keys: Secrets
+    options: Options
+    outcome: Outcome
+    counter: int = 0
+
+    @property
+    def label(self) -> str:
+        return self.backend.label
+
+    def path(self, name: str) -> Path:
+        self.counter += 1
+        return self.options.workdir / f"{self.backend.name}-{self.counter:02d}-{name}"
+
+    def tokens(self, count: int = TOKEN_SESSIONS) -> database.Tokens:
+        refs = database.add_sessions(self.backend, count, self.options.users, "refreshd-bench")
+        return database.mint(refs, self.keys)
+
+    def files(self, name: str, values: list[str]) -> str:
+        return str(load.write_thread_files(self.options.workdir / "tokens", name, values, THREADS))
+
+    def check(self, target: str, measured: str, ok: bool | None) -> None:
+        self.outcome.checks.append(Check(self.label, target, measured, ok))
+
+    def note(self, text: str) -> None:
+        self.outcome.notes.append(f"{self.label}: {text}")
+
+
+@dataclass(frozen=True)
+class Load:
+    """One wrk load: script, path, per-thread files and connection count."""
+
+    script: str
+    path: str
+    args: list[str]
+    connections: int = CONNECTIONS
+
+
+def _start(ctx: Context, server: Server, work: Load, seconds: float, name: str) -> load.WrkRun:
+    return load.start(
+        server.url + work.path,
+        work.script,
+        args=work.args,
+        threads=THREADS,
+        connections=work.connections,
+        duration_s=seconds,
+        output=ctx.path(f"{name}.wrk.txt"),
+    )
+
+
+def warm_up(ctx: Context, server: Server, work: Load) -> None:
+    """A short unrecorded run first: connection pools, statement caches and the page cache fill up."""
+    if ctx.options.warmup > 0:
+        _start(ctx, server, work, ctx.options.warmup, "warmup").finish()
+
+
+def measure(
+    ctx: Context,
+    server: Server,
+    scenario: str,
+    label: str,
+    work: Load,
+    *,
+    seconds: float | None = None,
+    during: Callable[[], None] | None = None,
+) -> Row:
+    """Run ``work`` for the scenario's duration (or until ``during`` returns, then stop wrk) and record a row."""
+    cpu_before = server.cpu_seconds()
+    window = CpuWindow()
+    if during is None:
+        run = _start(ctx, server, work, seconds or ctx.options.duration, scenario)
+        result = run.finish()
+    else:
+        run = _start(ctx, server, work, 3600, scenario)
+        during()
+        result = run.finish(interrupt=True)
+    machine = window.stop()
+    row = Row(
+        backend=ctx.label,
+        scenario=scenario,
+        label=label,
+        connections=work.connections,
+        wrk=result,
+        rss_mb=server.peak_rss_mb(),
+        idle_rss_mb=server.idle_rss_mb,
+        server_cores=(server.cpu_seconds() - cpu_before) / machine.seconds,
+        machine_cores=machine.busy_cores,
+        locked=server.log_count(LOCKED),
+        logged_errors=server.log_errors(),
+        code=server.code,
+        workers=server.workers,
+    )
+    ctx.outcome.rows.append(row)
+    command = _generic(ctx, server, result.command)
+    if during is not None:
+        command += "  # stopped with SIGINT once the work it measures is done"
+    ctx.outcome.commands.append(command)
+    return row
+
+
+def measure_together(
+    ctx: Context, server: Server, scenario: str, loads: list[tuple[str, Load]]
+) -> list[Row]:
+    """Several wrk loads at once against one server, for the same duration."""
+    cpu_before = server.cpu_seconds()
+    window = CpuWindow()
+    runs = [
+        (label, work, _start(ctx, server, work, ctx.options.duration, scenario))
+        for label, work in loads
+    ]
+    results = [(label, work, run.finish()) for label, work, run in runs]
+    machine = window.stop()
+    server_cores = (server.cpu_seconds() - cpu_before) / machine.seconds
+    rows = []
+    for label, work, result in results:
+        row = Row(
+            backend=ctx.label,
+            scenario=scenario,
+            label=label,
+            connections=work.connections,
+            wrk=result,
+            rss_mb=server.peak_rss_mb(),
+            idle_rss_mb=server.idle_rss_mb,
+            server_cores=server_cores,
+            machine_cores=machine.busy_cores,
+            locked=server.log_count(LOCKED),
+            logged_errors=server.log_errors(),
+            code=server.code,
+        )
+        rows.append(row)
+        ctx.outcome.rows.append(row)
+        ctx.outcome.commands.append(_generic(ctx, server, result.command))
+    return rows
+
+
+def _generic(ctx: Context, server: Server, command: str) -> str:
+    """A wrk command line without this run's port and work directory."""
+    return command.replace(server.url, "http://127.0.0.1:$PORT").replace(
+        str(ctx.options.workdir), "$WORK"
+    )
+
+
+def _refresh_load(ctx: Context, name: str, tokens: list[str] | None = None) -> Load:
+    values = tokens if tokens is not None else ctx.tokens().refresh
+    return Load("refresh.lua", REFRESH_PATH, [ctx.files(name, values)])
+
+
+def _chain_load(ctx: Context, name: str) -> Load:
+    return Load("chain.lua", REFRESH_PATH, [ctx.files(name, ctx.tokens().refresh)])
+
+
+def _me_load(ctx: Context, name: str) -> Load:
+    return Load("me.lua", ME_PATH, [ctx.files(name, ctx.tokens().access)])
+
+
+def _login_load(ctx: Context, name: str) -> Load:
+    identifiers = [database.username(i) for i in range(1, ctx.options.users + 1)]
+    return Load(
+        "login.lua",
+        LOGIN_PATH,
+        [ctx.files(name, identifiers), database.BENCH_PASSWORD],
+        connections=LOGIN_CONNECTIONS,
+    )
+
+
+def _clean(row: Row) -> bool:
+    return row.wrk.errors == 0 and row.wrk.n5xx == 0 and row.locked == 0
+
+
+def _errors_text(row: Row) -> str:
+    w = row.wrk
+    return (
+        f"{w.non_2xx} non-2xx ({w.n5xx} 5xx), {w.socket_errors + w.timeouts} socket errors/timeouts"
+    )
+
+
+def _throughput_check(ctx: Context, what: str, row: Row, floor: float, strapi: float) -> None:
+    w = row.wrk
+    ctx.check(
+        f"{what} ≥ {floor:,.0f} req/s ({floor / strapi:.0f}x Strapi's {strapi:,.0f})",
+        f"{w.rps:,.0f} req/s ({w.rps / strapi:.1f}x Strapi)",
+        w.rps >= floor,
+    )
+
+
+def _latency_check(ctx: Context, what: str, row: Row, limit_ms: float) -> None:
+    ctx.check(
+        f"{what} p99 < {limit_ms:.0f} ms", f"{row.wrk.p99_ms:.1f} ms", row.wrk.p99_ms < limit_ms
+    )
+
+
+def _error_check(ctx: Context, what: str, row: Row) -> None:
+    ctx.check(f"{what}: zero errors", _errors_text(row), _clean(row))
+
+
+# --- Scenarios ----------------------------------------------------------------------------------------------------
+
+
+def generator(ctx: Context) -> None:
+    """wrk against /healthz: the ceiling of load generator + server stack on this machine."""
+    with running(ctx.backend, ctx.keys, ctx.options.workdir, "generator", rotation=False) as server:
+        work = Load("healthz.lua", "/healthz", [])
+        warm_up(ctx, server, work)
+        row = measure(ctx, server, "generator", "GET /healthz (no database)", work)
+    ctx.note(
+        f"load generator: wrk used {row.wrk.cores:.2f} cores for {row.wrk.rps:,.0f} req/s on /healthz "
+        f"({row.wrk.cpu_seconds / max(row.wrk.requests, 1) * 1e6:.0f} µs CPU per request)"
+    )
+
+
+def refresh(ctx: Context) -> None:
+    """POST /api/auth/local/refresh with rotation off (the plugin's default, Strapi's figure)."""
+    with running(ctx.backend, ctx.keys, ctx.options.workdir, "refresh", rotation=False) as server:
+        warm_up(ctx, server, _refresh_load(ctx, "refresh-warm"))
+        row = measure(
+            ctx, server, "refresh", "refresh, rotation off", _refresh_load(ctx, "refresh")
+        )
+        _profile(ctx, server, "refresh", _refresh_load(ctx, "refresh-profile"))
+    _throughput_check(ctx, "refresh (rotation off)", row, TARGET_REFRESH_RPS, STRAPI_REFRESH_RPS)
+    _latency_check(ctx, "refresh (rotation off)", row, 50)
+    _error_check(ctx, "refresh (rotation off)", row)
+
+
+def refresh_rotation(ctx: Context) -> None:
+    """Rotation on: 256 token chains, each presented once and followed by its successor (bench/wrk/chain.lua)."""
+    with running(ctx.backend, ctx.keys, ctx.options.workdir, "rotation", rotation=True) as server:
+        warm_up(ctx, server, _chain_load(ctx, "chain-warm"))
+        before = server.metrics()
+        row = measure(
+            ctx,
+            server,
+            "refresh-rotation",
+            "refresh, rotation on (chains)",
+            _chain_load(ctx, "chain"),
+        )
+        after = server.metrics()
+        _profile(ctx, server, "refresh-rotation", _chain_load(ctx, "chain-profile"))
+    rotated = metric_sum(after, "refreshd_refreshes_total", outcome="rotated") - metric_sum(
+        before, "refreshd_refreshes_total", outcome="rotated"
+    )
+    refused = sum(
+        metric_sum(after, "refreshd_refreshes_total", outcome=o)
+        - metric_sum(before, "refreshd_refreshes_total", outcome=o)
+        for o in ("reused", "invalid", "expired", "revoked", "reissued_in_grace")
+    )
+    ctx.note(
+        f"rotation chains: wrk counted {row.wrk.requests:,} answers; the server rotated {rotated:,.0f} tokens "
+        f"(the difference is requests still in flight when wrk stopped) and saw {refused:,.0f} "
+        f"reused/invalid/expired/re-issued tokens; {row.wrk.starved} requests found no live token, "
+        f"{row.wrk.missing} 200s carried no successor"
+    )
+    _throughput_check(ctx, "refresh (rotation on)", row, TARGET_ROTATION_RPS, STRAPI_REFRESH_RPS)
+    _error_check(ctx, "refresh (rotation on)", row)
+    ctx.check(
+        "rotation chains stay valid (no reuse verdicts, no starved chains)",
+        f"{refused:,.0f} refused, {row.wrk.starved} starved",
+        refused == 0 and row.wrk.starved == 0 and row.wrk.missing == 0,
+    )
+
+
+def me(ctx: Context) -> None:
+    """GET /api/users/me with a bearer token (one session lookup joined to the user per request)."""
+    with running(ctx.backend, ctx.keys, ctx.options.workdir, "me", rotation=False) as server:
+        warm_up(ctx, server, _me_load(ctx, "me-warm"))
+        row = measure(ctx, server, "me", "GET /api/users/me", _me_load(ctx, "me"))
+        _profile(ctx, server, "me", _me_load(ctx, "me-profile"))
+    _throughput_check(ctx, "/users/me", row, TARGET_ME_RPS, STRAPI_ME_RPS)
+    _latency_check(ctx, "/users/me", row, 50)
+    _error_check(ctx, "/users/me", row)
+
+
+def login(ctx: Context) -> None:
+    """POST /api/auth/local (requestRefresh) at 16 connections: bound by argon2 verifies in the hashing pool."""
+    with running(ctx.backend, ctx.keys, ctx.options.workdir, "login", rotation=False) as server:
+        warm_up(ctx, server, _login_load(ctx, "login-warm"))
+        row = measure(ctx, server, "login", "login (16 connections)", _login_load(ctx, "login"))
+    _error_check(ctx, "login", row)
+
+
+def login_checks(outcome: Outcome, limit: HashLimit) -> None:
+    """Login throughput against the hash limit (decided after the run, when the limit was measured twice)."""
+    per_second = limit.per_second
+    for row in outcome.rows:
+        if row.scenario == "login":
+            outcome.checks.append(
+                Check(
+                    row.backend,
+                    f"login ≥ 85% of the hash limit ({per_second:.1f} verifies/s → "
+                    f"≥ {0.85 * per_second:.1f} req/s)",
+                    f"{row.wrk.rps:.1f} req/s ({row.wrk.rps / per_second:.0%} of the limit)",
+                    row.wrk.rps >= 0.85 * per_second,
+                )
+            )
+
+
+def refresh_under_login(ctx: Context) -> None:
+    """Refresh (rotation off) alone, then again while 16 connections of logins saturate the hashing pool."""
+    with running(ctx.backend, ctx.keys, ctx.options.workdir, "mixed", rotation=False) as server:
+        warm_up(ctx, server, _refresh_load(ctx, "mixed-warm"))
+        alone = measure(
+            ctx,
+            server,
+            "refresh-under-login",
+            "refresh alone (baseline)",
+            _refresh_load(ctx, "mixed-alone"),
+        )
+        together = measure_together(
+            ctx,
+            server,
+            "refresh-under-login",
+            [
+                ("refresh, with login load", _refresh_load(ctx, "mixed-refresh")),
+                ("login load (16 connections)", _login_load(ctx, "mixed-login")),
+            ],
+        )
+    loaded = together[0]
+    ratio = loaded.wrk.p99_ms / alone.wrk.p99_ms if alone.wrk.p99_ms else float("inf")
+    ctx.check(
+        "refresh p99 under login load ≤ 2x without",
+        f"{loaded.wrk.p99_ms:.1f} ms vs {alone.wrk.p99_ms:.1f} ms ({ratio:.1f}x); "
+        f"logins meanwhile {together[1].wrk.rps:.1f} req/s",
+        ratio <= 2,
+    )
+    _error_check(ctx, "refresh under login load", loaded)
+
+
+def million(ctx: Context) -> None:
+    """Refresh on the small table, then with N more live sessions bulk-loaded, aimed at the whole table."""
+    rows = ctx.options.bulk_rows
+    marker = "refreshd-bench-million"
+    with running(ctx.backend, ctx.keys, ctx.options.workdir, "million", rotation=False) as server:
+        warm_up(ctx, server, _refresh_load(ctx, "million-warm"))
+        empty = measure(
+            ctx,
+            server,
+            "million",
+            "refresh, small table (baseline)",
+            _refresh_load(ctx, "million-empty"),
+        )
+        loaded = database.bulk_insert(
+            ctx.backend,
+            rows,
+            ctx.options.users,
+            expired=False,
+            marker=marker,
+            sample_every=max(1, rows // 20_000),
+        )
+        ctx.note(
+            f"bulk-loaded {loaded.rows:,} live sessions in {loaded.seconds:.1f} s "
+            f"({'COPY' if ctx.backend.name == 'postgresql' else 'executemany, 100k rows per transaction'}); "
+            f"the measured load then refreshes {len(loaded.sample):,} of them, spread over the whole table"
+        )
+        sample = database.mint(loaded.sample, ctx.keys).refresh
+        warm_up(ctx, server, _refresh_load(ctx, "million-warm2", sample))
+        full = measure(
+            ctx,
+            server,
+            "million",
+            f"refresh, +{rows:,} sessions",
+            _refresh_load(ctx, "million-full", sample),
+        )
+    deleted = database.delete_marked(ctx.backend, marker)
+    ctx.note(f"removed the {deleted:,} bulk-loaded sessions again")
+    ratio = full.wrk.rps / empty.wrk.rps if empty.wrk.rps else 0.0
+    ctx.check(
+        f"refresh with {rows:,} sessions ≥ 90% of the small-table figure",
+        f"{full.wrk.rps:,.0f} vs {empty.wrk.rps:,.0f} req/s ({ratio:.0%})",
+        ratio >= 0.9,
+    )
+    _error_check(ctx, f"refresh with {rows:,} sessions", full)
+
+
+_PURGED = re.compile(r"purged (\d+) sessions")
+
+
+def purge(ctx: Context) -> None:
+    """Refresh while ``refreshd purge`` deletes N expired sessions (batches of SESSION_PURGE_BATCH)."""
+    rows = ctx.options.bulk_rows
+    marker = "refreshd-bench-expired"
+    loaded = database.bulk_insert(ctx.backend, rows, ctx.options.users, expired=True, marker=marker)
+    ctx.note(f"bulk-loaded {loaded.rows:,} expired sessions in {loaded.seconds:.1f} s")
+    command = ["uv", "run", "--frozen", "refreshd", "purge"]
+    ran: dict[str, object] = {}
+
+    with running(ctx.backend, ctx.keys, ctx.options.workdir, "purge", rotation=False) as server:
+        warm_up(ctx, server, _refresh_load(ctx, "purge-warm"))
+
+        def purge_now() -> None:
+            time.sleep(1.0)  # load first, then the purge starts under it
+            started = time.perf_counter()
+            finished = subprocess.run(
+                command,
+                cwd=ROOT,
+                env=server_env(ctx.backend, ctx.keys, rotation=False),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            ran["seconds"] = time.perf_counter() - started
+            ran["output"] = (finished.stdout + finished.stderr).strip()
+            ran["status"] = finished.returncode
+            time.sleep(1.0)
+
+        row = measure(
+            ctx,
+            server,
+            "purge",
+            f"refresh during purge of {rows:,} expired",
+            _refresh_load(ctx, "purge"),
+            during=purge_now,
+        )
+    output = str(ran.get("output", ""))
+    match = _PURGED.search(output)
+    purged = int(match.group(1)) if match else 0
+    left = database.count_sessions(ctx.backend, marker=marker)
+    seconds = float(str(ran.get("seconds", 0.0)))
+    ctx.outcome.commands.append(" ".join(command) + "  # with the server's environment, under load")
+    ctx.note(
+        f"`refreshd purge` exited {ran.get('status')} after {seconds:.1f} s: {output!r} "
+        f"({purged / seconds if seconds else 0:,.0f} sessions/s); {left:,} expired bench sessions left"
+    )
+    _latency_check(ctx, "refresh during the purge", row, 100)
+    _error_check(ctx, "refresh during the purge", row)
+    ctx.check(
+        f"the purge removed the {rows:,} expired sessions",
+        f"{purged:,} purged, {left:,} left",
+        purged >= rows and left == 0,
+    )
+    if left:
+        database.delete_marked(ctx.backend, marker)
+
+
+def two_workers(ctx: Context) -> None:
+    """Refresh (rotation off) on one uvicorn worker, then on two (PostgreSQL only: SQLite is one process)."""
+    if ctx.backend.name != "postgresql":
+        ctx.note("two-workers runs on PostgreSQL only (SQLite serves one process)")
+        return
+    results = []
+    for workers in (1, 2):
+        name = f"workers{workers}"
+        with running(
+            ctx.backend, ctx.keys, ctx.options.workdir, name, rotation=False, workers=workers
+        ) as server:
+            warm_up(ctx, server, _refresh_load(ctx, f"{name}-warm"))
+            results.append(
+                measure(
+                    ctx,
+                    server,
+                    "two-workers",
+                    f"refresh, {workers} worker{'s' if workers > 1 else ''}",
+                    _refresh_load(ctx, name),
+                )
+            )
+    one, two = results
+    ratio = two.wrk.rps / one.wrk.rps if one.wrk.rps else 0.0
+    ctx.check(
+        "two workers ≥ 1.5x one worker (refresh)",
+        f"{two.wrk.rps:,.0f} vs {one.wrk.rps:,.0f} req/s ({ratio:.2f}x)",
+        ratio >= 1.5,
+    )
+    _error_check(ctx, "two workers", two)
+
+
+# --- Profiling ----------------------------------------------------------------------------------------------------
+
+
+def _profile(ctx: Context, server: Server, name: str, work: Load) -> None:
+    """With --profile: py-spy on the server during another run of the same load (never the measured one)."""
+    if not ctx.options.profile:
+        return
+    py_spy = shutil.which("py-spy") or str(Path(server.command[0]).parent / "py-spy")
+    if not Path(py_spy).exists():
+        ctx.note("py-spy not found: no profile")
+        return
+    seconds = max(5, round(ctx.options.duration))
+    stem = f"profile-{name}-{ctx.backend.name}"
+    for fmt, target in (
+        ("flamegraph", RESULTS / f"{stem}.svg"),
+        ("raw", ctx.options.workdir / f"{stem}.txt"),
+    ):
+        spy = subprocess.Popen(
+            [py_spy, "record", "--pid", str(server.process.pid), "--duration", str(seconds),
+             "--rate", "200", "--format", fmt, "--threads", "-o", str(target)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        run = _start(ctx, server, work, seconds, f"{name}-profile-{fmt}")
+        run.finish()
+        spy.wait(timeout=120)
+    ctx.note(f"profile of {name}: {(RESULTS / f'{stem}.svg').relative_to(ROOT)}")
+    ctx.outcome.commands.append(
+        f"py-spy record --pid <server pid> --duration {seconds} --rate 200 --threads "
+        f"-o {(RESULTS / f'{stem}.svg').relative_to(ROOT)}"
+    )
+
+
+SCENARIOS: dict[str, Callable[[Context], None]] = {
+    "generator": generator,
+    "refresh": refresh,
+    "refresh-rotation": refresh_rotation,
+    "me": me,
+    "login": login,
+    "refresh-under-login": refresh_under_login,
+    "million": million,
+    "purge": purge,
+    "two-workers": two_workers,
+}

@@ -1,0 +1,178 @@
+"""The HTTP benchmark suite: one command runs every scenario on SQLite and PostgreSQL and records the results.
+
+    uv run --frozen python bench/run.py [--quick] [--scenario NAME ...] [--backend sqlite|postgresql ...]
+
+Starts the service as real uvicorn processes (production settings, access log off) on a fresh, migrated database,
+seeds users, drives it over loopback with wrk (Lua scripts in bench/wrk/) and appends a markdown section to
+``bench/results/<date>.md``. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+from perf import RESULTS, ROOT, database, hashlimit, report
+from perf.database import BackendName
+from perf.profile import markdown, summarize
+from perf.scenarios import SCENARIOS, Context, Options, Outcome, login_checks
+from perf.server import uvicorn_command
+
+BACKENDS: tuple[BackendName, ...] = ("sqlite", "postgresql")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="5 s measurements, 1 s warm-ups (default: 15 s and 3 s)",
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=list(SCENARIOS),
+        help="run only these (repeatable; default: all, in the order listed)",
+    )
+    parser.add_argument(
+        "--backend", action="append", choices=BACKENDS, help="default: both, SQLite first"
+    )
+    parser.add_argument("--duration", type=float, help="seconds per measurement")
+    parser.add_argument("--warmup", type=float, help="seconds of unrecorded warm-up per load")
+    parser.add_argument("--users", type=int, default=1000, help="seeded users (default 1000)")
+    parser.add_argument(
+        "--rows", type=int, default=1_000_000, help="sessions for million/purge (default 1,000,000)"
+    )
+    parser.add_argument("--hash-seconds", type=float, help="how long to measure the hash limit")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also run py-spy on the server during an extra (unrecorded) run of refresh, "
+        "refresh-rotation and me; flame graphs go to bench/results/profile-*.svg",
+    )
+    parser.add_argument(
+        "--output", type=Path, help="results file (default bench/results/<date>.md)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the work directory (logs, wrk output)"
+    )
+    return parser.parse_args(argv)
+
+
+async def _drop_postgres() -> None:
+    conn = await asyncpg.connect(f"{database.POSTGRES_SERVER}/postgres")
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{database.POSTGRES_DATABASE}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
+        return 2
+    duration = args.duration or (5.0 if args.quick else 15.0)
+    warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 3.0)
+    scenarios = args.scenario or list(SCENARIOS)
+    backends: list[BackendName] = args.backend or list(BACKENDS)
+    started = datetime.now(UTC)
+    workdir = Path(tempfile.mkdtemp(prefix="refreshd-bench-"))
+    options = Options(duration, warmup, args.users, args.rows, args.profile, workdir)
+    outcome = Outcome()
+    load_start = os.getloadavg()
+    print(f"work directory {workdir}; scenarios {', '.join(scenarios)}", flush=True)
+
+    limit = None
+    if {"login", "refresh-under-login"} & set(scenarios):
+        seconds = args.hash_seconds or (3.0 if args.quick else 5.0)
+        limit = hashlimit.measure(seconds)
+        print(
+            f"hash limit: {limit.per_second:.1f} verifies/s ({limit.threads} threads)", flush=True
+        )
+
+    database_versions = []
+    labels = []
+    try:
+        for name in backends:
+            backend = database.create(name, workdir)
+            labels.append(backend.label)
+            database_versions.append(database.server_version(backend))
+            database.seed_users(backend, args.users)
+            ctx = Context(backend, database.Secrets.generate(), options, outcome)
+            for scenario in scenarios:
+                began = time.monotonic()
+                print(f"[{backend.label}] {scenario} ...", flush=True)
+                try:
+                    SCENARIOS[scenario](ctx)
+                except Exception:
+                    ctx.note(f"scenario {scenario} failed:\n\n```\n{traceback.format_exc()}```")
+                    traceback.print_exc()
+                for row in outcome.rows:
+                    if row.backend == backend.label and row.scenario == scenario:
+                        w = row.wrk
+                        print(
+                            f"    {row.label}: {w.rps:,.0f} req/s, p50 {w.p50_ms:.1f} ms, "
+                            f"p99 {w.p99_ms:.1f} ms, {w.errors} errors, RSS {row.rss_mb:.0f} MB",
+                            flush=True,
+                        )
+                print(f"    ({time.monotonic() - began:.0f} s)", flush=True)
+    finally:
+        if "postgresql" in backends:
+            asyncio.run(_drop_postgres())
+
+    limit_end = None
+    if limit is not None:
+        limit_end = hashlimit.measure(limit.seconds)
+        print(f"hash limit again: {limit_end.per_second:.1f} verifies/s", flush=True)
+        login_checks(outcome, max(limit, limit_end, key=lambda h: h.per_second))
+
+    if args.profile:
+        for raw in sorted(workdir.glob("profile-*.txt")):
+            summary_path = RESULTS / f"{raw.stem}.md"
+            summary_path.write_text(markdown(raw.stem, summarize(raw)))
+            outcome.notes.append(f"profile summary: {summary_path.relative_to(ROOT)}")
+
+    info = report.RunInfo(
+        started=started,
+        finished=datetime.now(UTC),
+        command=" ".join(["uv run --frozen python bench/run.py", shlex.join(argv)]).strip(),
+        quick=args.quick,
+        duration=duration,
+        warmup=warmup,
+        bulk_rows=args.rows,
+        users=args.users,
+        load_start=load_start,
+        load_end=os.getloadavg(),
+        database_versions=database_versions,
+        server_command="python " + " ".join(uvicorn_command("<port>", 1)[1:]),
+        hash_limit=limit,
+        hash_limit_end=limit_end,
+    )
+    section = report.render(info, outcome, labels)
+    output = args.output or RESULTS / f"{started:%Y-%m-%d}.md"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    report.write(output, section)
+    print(section)
+    print(f"results appended to {output}")
+    if args.keep:
+        print(f"work directory kept: {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
