@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import AuditEvent
@@ -42,18 +42,24 @@ async def record(
 ) -> None:
     """Add an event to the caller's transaction. ``details`` hold reasons and counts, never secrets.
 
-    A Core insert: no ORM unit of work for a row nobody reads back (it runs on every refresh)."""
+    A prepared Core insert: no ORM unit of work and no statement building for a row nobody reads back (it runs
+    on every refresh)."""
     await session.execute(
-        insert(AuditEvent).values(
-            at=now,
-            event=event.value,
-            user_id=user_id,
-            session_id=session_id,
-            ip=client.ip if client else None,
-            user_agent=_user_agent(client),
-            details=details or None,
-        )
+        _INSERT,
+        {
+            "at": now,
+            "event": event.value,
+            "user_id": user_id,
+            "session_id": session_id,
+            "ip": client.ip if client else None,
+            "user_agent": _user_agent(client),
+            "details": details or None,
+        },
     )
+
+
+_AUDIT_EVENTS: Table = AuditEvent.__table__  # type: ignore[assignment]  # declared models map to Tables
+_INSERT = insert(_AUDIT_EVENTS)
 
 
 def _user_agent(client: Client | None) -> str | None:

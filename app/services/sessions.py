@@ -13,7 +13,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import ColumnElement, and_, case, exists, literal, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    bindparam,
+    case,
+    exists,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import Exists
 
@@ -175,6 +186,38 @@ def _usable_user(user_id: int) -> Exists:
     return exists().where(User.id == user_id, User.blocked.is_(False))
 
 
+# The hot path's statements, built once: a refresh only binds its values (no statement construction and no
+# cache-key computation per request). "Alive": this generation, not revoked, not expired, its user not blocked.
+_SESSIONS: Table = Session.__table__  # type: ignore[assignment]  # declared models map to Tables
+_NOW = bindparam("now_", type_=UTCDateTime())
+_ALIVE = and_(
+    _SESSIONS.c.id == bindparam("sid"),
+    _SESSIONS.c.user_id == bindparam("uid"),
+    _SESSIONS.c.generation == bindparam("gen"),
+    _SESSIONS.c.revoked_at.is_(None),
+    _SESSIONS.c.expires_at > _NOW,
+    _SESSIONS.c.refresh_expires_at > _NOW,
+    exists().where(User.__table__.c.id == bindparam("uid"), User.__table__.c.blocked.is_(False)),
+)
+_CANDIDATE = bindparam("candidate", type_=UTCDateTime())
+_ROTATE = (
+    update(_SESSIONS)
+    .where(_ALIVE)
+    .values(
+        generation=_SESSIONS.c.generation + 1,
+        rotated_at=_NOW,
+        # min(now + idle, expires_at): the idle expiry slides, the absolute one never moves.
+        refresh_expires_at=case(
+            (_SESSIONS.c.expires_at < _CANDIDATE, _SESSIONS.c.expires_at), else_=_CANDIDATE
+        ),
+        last_active_at=_NOW,
+        ip=bindparam("ip_"),
+    )
+    .returning(_SESSIONS.c.generation, _SESSIONS.c.refresh_expires_at)
+)
+_TOUCH = update(_SESSIONS).where(_ALIVE).values(last_active_at=_NOW, ip=bindparam("ip_"))
+
+
 async def _advance_generation(
     session: AsyncSession,
     keys: TokenKeys,
@@ -232,37 +275,24 @@ async def refresh(
         expired = exc.problem is tokens.TokenProblem.EXPIRED
         return Refused(Rejection.EXPIRED if expired else Rejection.INVALID)
 
-    alive = and_(
-        Session.id == claims.session_id,
-        Session.user_id == claims.user_id,
-        Session.generation == claims.generation,
-        Session.revoked_at.is_(None),
-        Session.expires_at > now,
-        Session.refresh_expires_at > now,
-        _usable_user(claims.user_id),
-    )
+    params = {
+        "sid": claims.session_id,
+        "uid": claims.user_id,
+        "gen": claims.generation,
+        "now_": now,
+        "ip_": client.ip,
+    }
     if rotate:
-        successor = await _advance_generation(
-            session,
-            keys,
-            alive,
-            claims.user_id,
-            claims.session_id,
-            now=now,
-            lifetimes=lifetimes,
-            ip=client.ip,
-        )
-        if successor is not None:
+        params["candidate"] = now + lifetimes.refresh_idle
+        row = (await session.execute(_ROTATE, params)).first()
+        if row is not None:
+            generation, expires_at = row
+            successor = _refresh_token(
+                keys, claims.user_id, claims.session_id, generation, now, expires_at
+            )
             return Refreshed(claims.user_id, claims.session_id, successor)
-    else:
-        touched = await session.execute(
-            update(Session)
-            .where(alive)
-            .values(last_active_at=now, ip=client.ip)
-            .execution_options(synchronize_session=False)
-        )
-        if getattr(touched, "rowcount", 0):
-            return Refreshed(claims.user_id, claims.session_id, None)
+    elif getattr(await session.execute(_TOUCH, params), "rowcount", 0):
+        return Refreshed(claims.user_id, claims.session_id, None)
     return await _explain_refusal(session, keys, claims, now=now, lifetimes=lifetimes)
 
 
@@ -413,6 +443,19 @@ async def revoke_user_sessions(
     return await _revoke(session, condition, reason=reason, now=now)
 
 
+# The user behind an access token: built once, bound per request (see _ROTATE).
+_AUTHENTICATED = (
+    select(User)
+    .join(Session, Session.user_id == User.id)
+    .where(
+        Session.id == bindparam("sid"),
+        Session.user_id == bindparam("uid"),
+        Session.revoked_at.is_(None),
+        Session.expires_at > _NOW,
+    )
+)
+
+
 async def authenticated_user(
     session: AsyncSession,
     user_id: int,
@@ -426,17 +469,9 @@ async def authenticated_user(
     One indexed query (session by primary key joined to its user), so revocation takes effect at once
     without a cache that could lag behind.
     """
-    query = (
-        select(User)
-        .join(Session, Session.user_id == User.id)
-        .where(
-            Session.id == session_id,
-            Session.user_id == user_id,
-            Session.revoked_at.is_(None),
-            Session.expires_at > now,
-        )
-    )
-    user = (await session.scalars(query)).first()
+    user = (
+        await session.scalars(_AUTHENTICATED, {"sid": session_id, "uid": user_id, "now_": now})
+    ).first()
     if user is None or user.blocked or (email_confirmation and not user.confirmed):
         raise UnauthorizedError(INVALID_CREDENTIALS)
     return user
