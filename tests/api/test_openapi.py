@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import httpx
 
+from tests.api.test_register import USER_KEYS
+
 ROUTES = {
     ("/api/auth/local", "post"),
     ("/api/auth/local/register", "post"),
@@ -36,16 +38,5 @@ async def test_every_route_documents_its_models_and_errors(client: httpx.AsyncCl
         assert op.get("summary")
     schemas = spec["components"]["schemas"]
     assert "HTTPValidationError" not in schemas
-    assert list(schemas["UserOut"]["properties"]) == [
-        "id",
-        "documentId",
-        "username",
-        "email",
-        "provider",
-        "confirmed",
-        "blocked",
-        "createdAt",
-        "updatedAt",
-        "publishedAt",
-    ]
+    assert list(schemas["UserOut"]["properties"]) == USER_KEYS
     assert schemas["RegisterRequest"]["additionalProperties"] is False
