@@ -20,13 +20,11 @@ from sqlalchemy import (
     bindparam,
     case,
     exists,
-    literal,
     or_,
     select,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.expression import Exists
 
 from app.db import UTCDateTime
 from app.errors import INVALID_CREDENTIALS, UnauthorizedError
@@ -176,16 +174,6 @@ async def start_session(
     return Started(session_id, refresh)
 
 
-def _next_refresh_expiry(now: datetime, lifetimes: Lifetimes) -> ColumnElement[datetime]:
-    """min(now + idle, expires_at), in SQL: the idle expiry slides, the absolute one never moves."""
-    candidate = literal(now + lifetimes.refresh_idle, UTCDateTime())
-    return case((Session.expires_at < candidate, Session.expires_at), else_=candidate)
-
-
-def _usable_user(user_id: int) -> Exists:
-    return exists().where(User.id == user_id, User.blocked.is_(False))
-
-
 # The hot path's statements, built once: a refresh only binds its values (no statement construction and no
 # cache-key computation per request). "Alive": this generation, not revoked, not expired, its user not blocked.
 _SESSIONS: Table = Session.__table__  # type: ignore[assignment]  # declared models map to Tables
@@ -200,57 +188,37 @@ _ALIVE = and_(
     exists().where(User.__table__.c.id == bindparam("uid"), User.__table__.c.blocked.is_(False)),
 )
 _CANDIDATE = bindparam("candidate", type_=UTCDateTime())
+# The next generation, as SET clauses: refresh_expires_at = min(now + idle, expires_at), so the idle expiry
+# slides and the absolute one never moves.
+_NEXT_GENERATION = {
+    "generation": _SESSIONS.c.generation + 1,
+    "rotated_at": _NOW,
+    "refresh_expires_at": case(
+        (_SESSIONS.c.expires_at < _CANDIDATE, _SESSIONS.c.expires_at), else_=_CANDIDATE
+    ),
+    "last_active_at": _NOW,
+}
+_RETURNING = (_SESSIONS.c.generation, _SESSIONS.c.refresh_expires_at)
 _ROTATE = (
     update(_SESSIONS)
     .where(_ALIVE)
-    .values(
-        generation=_SESSIONS.c.generation + 1,
-        rotated_at=_NOW,
-        # min(now + idle, expires_at): the idle expiry slides, the absolute one never moves.
-        refresh_expires_at=case(
-            (_SESSIONS.c.expires_at < _CANDIDATE, _SESSIONS.c.expires_at), else_=_CANDIDATE
-        ),
-        last_active_at=_NOW,
-        ip=bindparam("ip_"),
+    .values(**_NEXT_GENERATION, ip=bindparam("ip_"))
+    .returning(*_RETURNING)
+)
+# After a password change: the session that asked gets fresh refresh-token material, if it has any.
+_ROTATE_CURRENT = (
+    update(_SESSIONS)
+    .where(
+        _SESSIONS.c.id == bindparam("sid"),
+        _SESSIONS.c.user_id == bindparam("uid"),
+        _SESSIONS.c.generation > 0,
+        _SESSIONS.c.revoked_at.is_(None),
+        _SESSIONS.c.expires_at > _NOW,
     )
-    .returning(_SESSIONS.c.generation, _SESSIONS.c.refresh_expires_at)
+    .values(**_NEXT_GENERATION)
+    .returning(*_RETURNING)
 )
 _TOUCH = update(_SESSIONS).where(_ALIVE).values(last_active_at=_NOW, ip=bindparam("ip_"))
-
-
-async def _advance_generation(
-    session: AsyncSession,
-    keys: TokenKeys,
-    condition: ColumnElement[bool],
-    user_id: int,
-    session_id: str,
-    *,
-    now: datetime,
-    lifetimes: Lifetimes,
-    ip: str | None = None,
-) -> RefreshToken | None:
-    """Move the session to its next generation if ``condition`` still holds: one conditional UPDATE."""
-    values: dict[str, object] = {
-        "generation": Session.generation + 1,
-        "rotated_at": now,
-        "refresh_expires_at": _next_refresh_expiry(now, lifetimes),
-        "last_active_at": now,
-    }
-    if ip is not None:
-        values["ip"] = ip
-    statement = (
-        update(Session)
-        .where(condition)
-        .values(values)
-        .returning(Session.generation, Session.refresh_expires_at)
-        .execution_options(synchronize_session=False)
-    )
-    row = (await session.execute(statement)).first()
-    if row is None:
-        return None
-    generation, expires_at = row
-    assert expires_at is not None  # set by this very statement
-    return _refresh_token(keys, user_id, session_id, generation, now, expires_at)
 
 
 async def refresh(
@@ -520,16 +488,17 @@ async def rotate_current(
     lifetimes: Lifetimes,
 ) -> RefreshToken | None:
     """After a password change: fresh refresh-token material for the session that asked, if it has any."""
-    condition = and_(
-        Session.id == session_id,
-        Session.user_id == user_id,
-        Session.generation > 0,
-        Session.revoked_at.is_(None),
-        Session.expires_at > now,
-    )
-    return await _advance_generation(
-        session, keys, condition, user_id, session_id, now=now, lifetimes=lifetimes
-    )
+    params = {
+        "sid": session_id,
+        "uid": user_id,
+        "now_": now,
+        "candidate": now + lifetimes.refresh_idle,
+    }
+    row = (await session.execute(_ROTATE_CURRENT, params)).first()
+    if row is None:
+        return None
+    generation, expires_at = row
+    return _refresh_token(keys, user_id, session_id, generation, now, expires_at)
 
 
 async def extend_access_only_session(
