@@ -20,9 +20,10 @@ from app.clock import system_clock
 from app.db import Database
 from app.errors import AppError
 from app.models import Session, User
+from app.runtime import argon2_params
 from app.schemas.auth import RegisterRequest
 from app.schemas.common import iso_ms, user_payload
-from app.security.passwords import Argon2Params, build_context, hash_password
+from app.security.passwords import build_context, hash_password
 from app.services import accounts, audit, purge, sessions, users
 from app.services.audit import Event
 from app.services.sessions import Revocation
@@ -70,11 +71,7 @@ def _check_password(settings: Settings, password: str) -> str:
     users.check_password_policy(
         password, min_length=settings.password_min_length, max_bytes=settings.password_max_bytes
     )
-    context = build_context(
-        Argon2Params(
-            settings.argon2_memory_cost, settings.argon2_time_cost, settings.argon2_parallelism
-        )
-    )
+    context = build_context(argon2_params(settings))
     return hash_password(context, password)
 
 

@@ -18,6 +18,14 @@ from app.services.tokens import TokenKeys
 from app.settings import Settings
 
 
+def argon2_params(settings: Settings) -> Argon2Params:
+    return Argon2Params(
+        memory_cost=settings.argon2_memory_cost,
+        time_cost=settings.argon2_time_cost,
+        parallelism=settings.argon2_parallelism,
+    )
+
+
 def smtp_config(settings: Settings) -> SmtpConfig | None:
     if not settings.smtp_host:
         return None
@@ -64,11 +72,7 @@ class Runtime:
             metrics=metrics,
             db=Database(settings),
             hasher=PasswordHasher(
-                Argon2Params(
-                    memory_cost=settings.argon2_memory_cost,
-                    time_cost=settings.argon2_time_cost,
-                    parallelism=settings.argon2_parallelism,
-                ),
+                argon2_params(settings),
                 workers=settings.hash_pool_size,
                 observe=metrics.observe_password_hash,
                 floor=(

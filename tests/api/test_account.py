@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from email.message import EmailMessage
@@ -19,10 +17,11 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.security.codes import derive_key, hash_code
 from app.settings import Settings
 from tests.api.helpers import PASSWORD, bearer, error_of, login, register
+from tests.cli_support import run_cli
 from tests.conftest import Harness
 from tests.servers import free_port
 from tests.smtp import SmtpServer, smtp_server
-from tests.support import ACCESS_SECRET, ROOT, FakeClock
+from tests.support import ACCESS_SECRET, FakeClock
 
 NEW_PASSWORD = "Brand-new-pass-789"
 
@@ -369,28 +368,10 @@ async def test_register_with_smtp_down_is_a_clear_error_and_keeps_the_account(
     assert (await login(working)).status_code == 200
 
 
-def _cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        cwd=ROOT,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "DATABASE_URL": database_url,
-            "ENVIRONMENT": "test",
-            "JWT_SECRET": "x" * 40,
-            "REFRESH_JWT_SECRET": "y" * 40,
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 async def test_blocking_from_the_command_line(client: httpx.AsyncClient, database_url: str) -> None:
     await register(client)
     device = (await login(client, requestRefresh=True)).json()
-    result = _cli(database_url, "user", "block", "alice@example.com")
+    result = run_cli(database_url, "user", "block", "alice@example.com")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "user 1 blocked (every session revoked)"
     me = await client.get("/api/users/me", headers=bearer(device["jwt"]))
@@ -404,9 +385,9 @@ async def test_blocking_from_the_command_line(client: httpx.AsyncClient, databas
         error_of(await login(client))["message"]
         == "Your account has been blocked by an administrator"
     )
-    assert _cli(database_url, "user", "unblock", "1").returncode == 0
+    assert run_cli(database_url, "user", "unblock", "1").returncode == 0
     assert (await login(client)).status_code == 200
-    missing = _cli(database_url, "user", "block", "nobody")
+    missing = run_cli(database_url, "user", "block", "nobody")
     assert missing.returncode == 1
     assert "no user 'nobody'" in missing.stderr
 
