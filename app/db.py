@@ -125,7 +125,7 @@ class Database:
         )
         self._writer = async_sessionmaker(writer_bind, expire_on_commit=False, autoflush=False)
         # One writer at a time per process on SQLite; PostgreSQL needs no such gate.
-        self._write_gate: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
+        self.write_gate: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -136,7 +136,7 @@ class Database:
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """One write transaction: committed when the block exits cleanly, rolled back otherwise."""
-        gate = self._write_gate or contextlib.nullcontext()
+        gate = self.write_gate or contextlib.nullcontext()
         async with gate, self._writer() as session, session.begin():
             yield session
 

@@ -12,6 +12,7 @@ from app.observability import Metrics
 from app.security.codes import derive_key
 from app.security.passwords import Argon2Params
 from app.services.hashing import PasswordHasher
+from app.services.hotpath import HotPath, create_hot_path
 from app.services.mail import DisabledMailer, Mailer, SmtpConfig, Templates, build_mailer
 from app.services.sessions import Lifetimes
 from app.services.tokens import TokenKeys
@@ -54,6 +55,7 @@ class Runtime:
     clock: Clock
     metrics: Metrics
     db: Database
+    hot: HotPath
     hasher: PasswordHasher
     keys: TokenKeys
     lifetimes: Lifetimes
@@ -66,11 +68,13 @@ class Runtime:
     @classmethod
     def start(cls, settings: Settings, clock: Clock, metrics: Metrics | None = None) -> Runtime:
         metrics = metrics or Metrics()
+        db = Database(settings)
         return cls(
             settings=settings,
             clock=clock,
             metrics=metrics,
-            db=Database(settings),
+            db=db,
+            hot=create_hot_path(settings, db.engine.dialect, db.write_gate),
             hasher=PasswordHasher(
                 argon2_params(settings),
                 workers=settings.hash_pool_size,
@@ -102,5 +106,6 @@ class Runtime:
         )
 
     async def stop(self) -> None:
+        await self.hot.close()
         await self.db.dispose()
         self.hasher.close()

@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 
 from app.api import ratelimit, transport
 from app.errors import ForbiddenError
-from app.models import User
+from app.models.user import UserRecord
 from app.runtime import Runtime
 from app.services import sessions, tokens
 from app.services.sessions import Client
@@ -44,7 +44,7 @@ ClientDep = Annotated[Client, Depends(get_client)]
 class Principal:
     """The signed-in user and the session their access token belongs to."""
 
-    user: User
+    user: UserRecord
     session_id: str
 
 
@@ -53,14 +53,13 @@ async def get_principal(request: Request, runtime: RuntimeDep, now: Now) -> Prin
     if token is None:
         raise ForbiddenError()
     claims = tokens.read_access_token(runtime.keys, token, now=now)
-    async with runtime.db.read() as session:
-        user = await sessions.authenticated_user(
-            session,
-            claims.user_id,
-            claims.session_id,
-            now=now,
-            email_confirmation=runtime.settings.email_confirmation,
-        )
+    user = await sessions.authenticated_user(
+        runtime.hot,
+        claims.user_id,
+        claims.session_id,
+        now=now,
+        email_confirmation=runtime.settings.email_confirmation,
+    )
     return Principal(user, claims.session_id)
 
 

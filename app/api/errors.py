@@ -28,6 +28,7 @@ from app.errors import (
     UnauthorizedError,
     ValidationError,
 )
+from app.services.hotpath import DatabaseUnavailable
 
 logger = logging.getLogger("refreshd.errors")
 
@@ -213,5 +214,7 @@ def install(app: FastAPI) -> None:
         OSError,
     ):
         app.add_exception_handler(unavailable, _database_unavailable)
+    # The hot path's own translation of driver outages (app.services.hotpath).
+    app.add_exception_handler(DatabaseUnavailable, _database_unavailable)
     app.add_exception_handler(DBAPIError, _dbapi_error)
     app.add_exception_handler(Exception, _crash)

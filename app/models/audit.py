@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Index, Integer, String
@@ -30,3 +31,20 @@ class AuditEvent(Base):
         Index("ix_audit_events_at", "at"),
         Index("ix_audit_events_user_id_at", "user_id", "at"),
     )
+
+
+class Event(StrEnum):
+    REGISTERED = "user.registered"
+    LOGIN_SUCCEEDED = "login.succeeded"
+    LOGIN_FAILED = "login.failed"
+    REFRESHED = "token.refreshed"
+    REUSE_DETECTED = "token.reuse_detected"
+    LOGGED_OUT = "session.logout"
+    SESSION_REVOKED = "session.revoked"
+    PASSWORD_CHANGED = "password.changed"  # noqa: S105 - an event name
+    PASSWORD_RESET = "password.reset"  # noqa: S105
+    EMAIL_CONFIRMED = "email.confirmed"
+    USER_BLOCKED = "user.blocked"
+    USER_UNBLOCKED = "user.unblocked"
+    USER_CREATED = "user.created"
+    PASSWORD_SET = "password.set_by_admin"  # noqa: S105

@@ -3,31 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import AuditEvent
-from app.services.sessions import USER_AGENT_MAX, Client
+from app.models.audit import Event
+from app.services.client import Client
 
-
-class Event(StrEnum):
-    REGISTERED = "user.registered"
-    LOGIN_SUCCEEDED = "login.succeeded"
-    LOGIN_FAILED = "login.failed"
-    REFRESHED = "token.refreshed"
-    REUSE_DETECTED = "token.reuse_detected"
-    LOGGED_OUT = "session.logout"
-    SESSION_REVOKED = "session.revoked"
-    PASSWORD_CHANGED = "password.changed"  # noqa: S105 - an event name
-    PASSWORD_RESET = "password.reset"  # noqa: S105
-    EMAIL_CONFIRMED = "email.confirmed"
-    USER_BLOCKED = "user.blocked"
-    USER_UNBLOCKED = "user.unblocked"
-    USER_CREATED = "user.created"
-    PASSWORD_SET = "password.set_by_admin"  # noqa: S105
+__all__ = ["Event", "recent", "record"]
 
 
 async def record(
@@ -52,7 +37,7 @@ async def record(
             "user_id": user_id,
             "session_id": session_id,
             "ip": client.ip if client else None,
-            "user_agent": _user_agent(client),
+            "user_agent": client.short_user_agent if client else None,
             "details": details or None,
         },
     )
@@ -60,12 +45,6 @@ async def record(
 
 _AUDIT_EVENTS: Table = AuditEvent.__table__  # type: ignore[assignment]  # declared models map to Tables
 _INSERT = insert(_AUDIT_EVENTS)
-
-
-def _user_agent(client: Client | None) -> str | None:
-    if client is None or not client.user_agent:
-        return None
-    return client.user_agent[:USER_AGENT_MAX]
 
 
 async def recent(

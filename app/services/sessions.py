@@ -13,37 +13,26 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import (
-    ColumnElement,
-    Table,
-    and_,
-    bindparam,
-    case,
-    exists,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import ColumnElement, Table, and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import UTCDateTime
+from app.db import Database
 from app.errors import INVALID_CREDENTIALS, UnauthorizedError
 from app.models import Session, User
+from app.models.user import UserRecord
 from app.security import tokens
 from app.security.tokens import TokenError
+from app.services import audit
+from app.services.client import Client
 from app.services.devices import device_name
+from app.services.hotpath import NEXT_GENERATION, NOW, ROTATION_RESULT, HotPath, RefreshQuery
 from app.services.tokens import TokenKeys
 
-USER_AGENT_MAX = 512
+__all__ = [
+    "Client"
+]  # re-exported: the transport's view of the caller, used with every service here
+
 INVALID_REFRESH_TOKEN = "Invalid refresh token"  # noqa: S105 - a message
-
-
-@dataclass(frozen=True)
-class Client:
-    """What the transport knows about the caller."""
-
-    ip: str | None
-    user_agent: str | None
 
 
 @dataclass(frozen=True)
@@ -151,7 +140,7 @@ async def start_session(
         expires_at = now + lifetimes.access
         refresh_expires_at = None
         generation = 0
-    user_agent = client.user_agent[:USER_AGENT_MAX] if client.user_agent else None
+    user_agent = client.short_user_agent
     session.add(
         Session(
             id=session_id,
@@ -174,37 +163,7 @@ async def start_session(
     return Started(session_id, refresh)
 
 
-# The hot path's statements, built once: a refresh only binds its values (no statement construction and no
-# cache-key computation per request). "Alive": this generation, not revoked, not expired, its user not blocked.
 _SESSIONS: Table = Session.__table__  # type: ignore[assignment]  # declared models map to Tables
-_NOW = bindparam("now_", type_=UTCDateTime())
-_ALIVE = and_(
-    _SESSIONS.c.id == bindparam("sid"),
-    _SESSIONS.c.user_id == bindparam("uid"),
-    _SESSIONS.c.generation == bindparam("gen"),
-    _SESSIONS.c.revoked_at.is_(None),
-    _SESSIONS.c.expires_at > _NOW,
-    _SESSIONS.c.refresh_expires_at > _NOW,
-    exists().where(User.__table__.c.id == bindparam("uid"), User.__table__.c.blocked.is_(False)),
-)
-_CANDIDATE = bindparam("candidate", type_=UTCDateTime())
-# The next generation, as SET clauses: refresh_expires_at = min(now + idle, expires_at), so the idle expiry
-# slides and the absolute one never moves.
-_NEXT_GENERATION = {
-    "generation": _SESSIONS.c.generation + 1,
-    "rotated_at": _NOW,
-    "refresh_expires_at": case(
-        (_SESSIONS.c.expires_at < _CANDIDATE, _SESSIONS.c.expires_at), else_=_CANDIDATE
-    ),
-    "last_active_at": _NOW,
-}
-_RETURNING = (_SESSIONS.c.generation, _SESSIONS.c.refresh_expires_at)
-_ROTATE = (
-    update(_SESSIONS)
-    .where(_ALIVE)
-    .values(**_NEXT_GENERATION, ip=bindparam("ip_"))
-    .returning(*_RETURNING)
-)
 # After a password change: the session that asked gets fresh refresh-token material, if it has any.
 _ROTATE_CURRENT = (
     update(_SESSIONS)
@@ -213,16 +172,16 @@ _ROTATE_CURRENT = (
         _SESSIONS.c.user_id == bindparam("uid"),
         _SESSIONS.c.generation > 0,
         _SESSIONS.c.revoked_at.is_(None),
-        _SESSIONS.c.expires_at > _NOW,
+        _SESSIONS.c.expires_at > NOW,
     )
-    .values(**_NEXT_GENERATION)
-    .returning(*_RETURNING)
+    .values(**NEXT_GENERATION)
+    .returning(*ROTATION_RESULT)
 )
-_TOUCH = update(_SESSIONS).where(_ALIVE).values(last_active_at=_NOW, ip=bindparam("ip_"))
 
 
 async def refresh(
-    session: AsyncSession,
+    db: Database,
+    hot: HotPath,
     keys: TokenKeys,
     token: str,
     client: Client,
@@ -233,7 +192,9 @@ async def refresh(
 ) -> Refreshed | Refused:
     """Exchange a refresh token: rotate it, re-issue the successor within the grace window, or refuse it.
 
-    A replay of a replaced token outside the grace window revokes the whole session (the caller commits that).
+    The common case is one conditional UPDATE with its audit row on the hot path. When it misses, a write
+    transaction finds out why; a replay of a replaced token outside the grace window revokes the whole session
+    there, audited, before the refusal goes out.
     """
     try:
         claims = tokens.decode_refresh_token(
@@ -243,25 +204,44 @@ async def refresh(
         expired = exc.problem is tokens.TokenProblem.EXPIRED
         return Refused(Rejection.EXPIRED if expired else Rejection.INVALID)
 
-    params = {
-        "sid": claims.session_id,
-        "uid": claims.user_id,
-        "gen": claims.generation,
-        "now_": now,
-        "ip_": client.ip,
-    }
+    query = RefreshQuery(
+        session_id=claims.session_id,
+        user_id=claims.user_id,
+        generation=claims.generation,
+        now=now,
+        candidate_expiry=now + lifetimes.refresh_idle,
+        ip=client.ip,
+        user_agent=client.short_user_agent,
+    )
     if rotate:
-        params["candidate"] = now + lifetimes.refresh_idle
-        row = (await session.execute(_ROTATE, params)).first()
-        if row is not None:
-            generation, expires_at = row
+        rotated = await hot.rotate(query)
+        if rotated is not None:
+            generation, expires_at = rotated
             successor = _refresh_token(
                 keys, claims.user_id, claims.session_id, generation, now, expires_at
             )
             return Refreshed(claims.user_id, claims.session_id, successor)
-    elif getattr(await session.execute(_TOUCH, params), "rowcount", 0):
+    elif await hot.touch(query):
         return Refreshed(claims.user_id, claims.session_id, None)
-    return await _explain_refusal(session, keys, claims, now=now, lifetimes=lifetimes)
+    async with db.write() as session:
+        outcome = await _explain_refusal(session, keys, claims, now=now, lifetimes=lifetimes)
+        if isinstance(outcome, Refreshed):
+            event: audit.Event | None = audit.Event.REFRESHED
+        elif outcome.reason is Rejection.REUSED:
+            event = audit.Event.REUSE_DETECTED
+        else:
+            event = None
+        if event is not None:
+            await audit.record(
+                session,
+                event,
+                now=now,
+                user_id=claims.user_id,
+                session_id=claims.session_id,
+                client=client,
+                **({"rotated": True} if event is audit.Event.REFRESHED else {}),
+            )
+    return outcome
 
 
 @dataclass(frozen=True)
@@ -411,35 +391,20 @@ async def revoke_user_sessions(
     return await _revoke(session, condition, reason=reason, now=now)
 
 
-# The user behind an access token: built once, bound per request (see _ROTATE).
-_AUTHENTICATED = (
-    select(User)
-    .join(Session, Session.user_id == User.id)
-    .where(
-        Session.id == bindparam("sid"),
-        Session.user_id == bindparam("uid"),
-        Session.revoked_at.is_(None),
-        Session.expires_at > _NOW,
-    )
-)
-
-
 async def authenticated_user(
-    session: AsyncSession,
+    hot: HotPath,
     user_id: int,
     session_id: str,
     *,
     now: datetime,
     email_confirmation: bool,
-) -> User:
+) -> UserRecord:
     """The user behind a valid access token, if its session is alive and the account usable.
 
-    One indexed query (session by primary key joined to its user), so revocation takes effect at once
-    without a cache that could lag behind.
+    One indexed query on the hot path (session by primary key joined to its user), so revocation takes effect at
+    once without a cache that could lag behind.
     """
-    user = (
-        await session.scalars(_AUTHENTICATED, {"sid": session_id, "uid": user_id, "now_": now})
-    ).first()
+    user = await hot.signed_in_user(session_id, user_id, now)
     if user is None or user.blocked or (email_confirmation and not user.confirmed):
         raise UnauthorizedError(INVALID_CREDENTIALS)
     return user

@@ -23,6 +23,7 @@ from app.errors import (
     ValidationError,
 )
 from app.models import User
+from app.models.user import UserRecord
 from app.services.hashing import PasswordHasher
 
 LOCAL = "local"
@@ -182,7 +183,7 @@ async def upgrade_password_hash(
 
 async def prepare_password_change(
     hasher: PasswordHasher,
-    user: User,
+    user: User | UserRecord,
     current_password: str,
     new_password: str,
     *,
@@ -201,7 +202,9 @@ async def prepare_password_change(
     return await hasher.hash(new_password)
 
 
-async def set_password(session: AsyncSession, user: User, new_hash: str, *, now: datetime) -> User:
+async def set_password(
+    session: AsyncSession, user: User | UserRecord, new_hash: str, *, now: datetime
+) -> User:
     """Replace the hash the caller verified; a concurrent change in between makes this one fail."""
     stamp = utc_ms(now)
     statement = (

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api import transport
 from app.api.deps import (
@@ -49,7 +47,7 @@ from app.schemas.common import user_payload
 from app.services import audit, sessions, tokens, users
 from app.services.audit import Event
 from app.services.mail import MailError
-from app.services.sessions import Client, Refreshed, Refused, Rejection, Revocation
+from app.services.sessions import Refreshed, Refused, Rejection, Revocation
 from app.settings import Settings
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
@@ -209,17 +207,17 @@ async def refresh(
         raise ValidationError("Missing refresh token")
     if from_cookie:
         transport.refuse_cross_site(request, settings)
-    async with runtime.db.write() as session:
-        outcome = await sessions.refresh(
-            session,
-            runtime.keys,
-            token,
-            client,
-            now=now,
-            lifetimes=runtime.lifetimes,
-            rotate=settings.refresh_token_rotation,
-        )
-        await _record_refresh(session, runtime.metrics, outcome, now=now, client=client)
+    outcome = await sessions.refresh(
+        runtime.db,
+        runtime.hot,
+        runtime.keys,
+        token,
+        client,
+        now=now,
+        lifetimes=runtime.lifetimes,
+        rotate=settings.refresh_token_rotation,
+    )
+    _count_refresh(runtime.metrics, outcome)
     # Committed: a reuse verdict revoked the session before this refusal goes out.
     if isinstance(outcome, Refused):
         raise outcome.error()
@@ -229,15 +227,7 @@ async def refresh(
     return transport.token_response(settings, {"jwt": jwt}, outcome.refresh, now=now)
 
 
-async def _record_refresh(
-    session: AsyncSession,
-    metrics: Metrics,
-    outcome: Refreshed | Refused,
-    *,
-    now: datetime,
-    client: Client,
-) -> None:
-    """The outcome, in the metrics and (for what changed something) in the audit trail."""
+def _count_refresh(metrics: Metrics, outcome: Refreshed | Refused) -> None:
     if isinstance(outcome, Refreshed):
         if outcome.reissued:
             metrics.count_refresh("reissued_in_grace")
@@ -247,25 +237,6 @@ async def _record_refresh(
         metrics.count_refresh(REFRESH_OUTCOME_BY_CODE[outcome.reason.value])
         if outcome.reason is Rejection.REUSED:
             metrics.count_revoked(Revocation.REUSE.value)
-    if isinstance(outcome, Refreshed):
-        await audit.record(
-            session,
-            Event.REFRESHED,
-            now=now,
-            user_id=outcome.user_id,
-            session_id=outcome.session_id,
-            client=client,
-            rotated=outcome.refresh is not None,
-        )
-    elif outcome.reason is Rejection.REUSED and outcome.session_id is not None:
-        await audit.record(
-            session,
-            Event.REUSE_DETECTED,
-            now=now,
-            user_id=outcome.user_id,
-            session_id=outcome.session_id,
-            client=client,
-        )
 
 
 for path, name in (("/local/refresh", "refresh_plugin"), ("/refresh", "refresh")):

@@ -1,0 +1,452 @@
+"""The hot path: refreshing a token and finding the user behind an access token, on the database driver directly.
+
+These two run on every refresh and on every authenticated request. Their statements are written once, here, with
+SQLAlchemy Core, and compiled at startup to the driver's own SQL; each request only binds values and runs them on
+asyncpg or sqlite3: no ORM, no unit of work, no per-request compilation, no SQLAlchemy session or pool checkout.
+
+- **PostgreSQL**: a refresh is one round trip. The conditional UPDATE that rotates (or touches) the session and the
+  INSERT of its audit row are one statement, a data-modifying CTE, atomic on its own: the audit row exists exactly
+  when the update happened. Connections come from an asyncpg pool of ``DB_POOL_SIZE``.
+- **SQLite**: each operation is a few microseconds of work on a local file, cheaper than the thread hops a
+  thread-backed driver makes for every call while holding the write lock. So it runs on the event loop itself,
+  on a connection that never waits (``busy_timeout=0``): writes take the process's write gate (shared with every
+  other write), then ``BEGIN IMMEDIATE``. If another process holds the database lock (the CLI, a second worker),
+  the operation is handed to a thread that waits ``SQLITE_BUSY_TIMEOUT_MS`` for it, so the event loop never
+  blocks on a lock. This connection never checkpoints in its commits (``wal_autocheckpoint=0``); a thread runs a
+  PASSIVE checkpoint, which blocks neither readers nor writers, every ``CHECKPOINT_EVERY`` commits.
+
+Driver failures that mean "the database is unavailable" become ``DatabaseUnavailable`` (503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+import asyncpg
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    case,
+    exists,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from app.db import UTCDateTime
+from app.models import AuditEvent, Session, User
+from app.models.audit import Event
+from app.models.user import UserRecord
+from app.settings import Settings
+
+T = TypeVar("T")
+
+_SESSIONS: Table = Session.__table__  # type: ignore[assignment]  # declared models map to Tables
+_USERS: Table = User.__table__  # type: ignore[assignment]
+_AUDIT: Table = AuditEvent.__table__  # type: ignore[assignment]
+
+# "Alive": this generation, not revoked, not expired, its user not blocked.
+NOW = bindparam("now_", type_=UTCDateTime())
+_ALIVE = and_(
+    _SESSIONS.c.id == bindparam("sid"),
+    _SESSIONS.c.user_id == bindparam("uid"),
+    _SESSIONS.c.generation == bindparam("gen"),
+    _SESSIONS.c.revoked_at.is_(None),
+    _SESSIONS.c.expires_at > NOW,
+    _SESSIONS.c.refresh_expires_at > NOW,
+    exists().where(_USERS.c.id == bindparam("uid"), _USERS.c.blocked.is_(False)),
+)
+_CANDIDATE = bindparam("candidate", type_=UTCDateTime())
+# The next generation, as SET clauses: refresh_expires_at = min(now + idle, expires_at), so the idle expiry
+# slides and the absolute one never moves.
+NEXT_GENERATION = {
+    "generation": _SESSIONS.c.generation + 1,
+    "rotated_at": NOW,
+    "refresh_expires_at": case(
+        (_SESSIONS.c.expires_at < _CANDIDATE, _SESSIONS.c.expires_at), else_=_CANDIDATE
+    ),
+    "last_active_at": NOW,
+}
+ROTATION_RESULT = (_SESSIONS.c.generation, _SESSIONS.c.refresh_expires_at)
+_ROTATE = (
+    update(_SESSIONS)
+    .where(_ALIVE)
+    .values(**NEXT_GENERATION, ip=bindparam("ip_"))
+    .returning(*ROTATION_RESULT)
+)
+_TOUCH = (
+    update(_SESSIONS)
+    .where(_ALIVE)
+    .values(last_active_at=NOW, ip=bindparam("ip_"))
+    .returning(_SESSIONS.c.generation)
+)
+# The audit row of a refresh, valued from the request's parameters.
+_AUDIT_VALUES: dict[str, ColumnElement[Any]] = {
+    "at": NOW,
+    "event": bindparam("event", type_=String()),
+    "user_id": bindparam("uid", type_=Integer()),
+    "session_id": bindparam("sid", type_=String()),
+    "ip": bindparam("ip_", type_=String()),
+    "user_agent": bindparam("ua", type_=String()),
+    "details": bindparam("details", type_=JSON()),
+}
+_AUDIT_INSERT = insert(_AUDIT).values(**_AUDIT_VALUES)
+# The user behind an access token: its session alive, joined by primary key.
+_USER_COLUMNS = (
+    _USERS.c.id,
+    _USERS.c.document_id,
+    _USERS.c.username,
+    _USERS.c.email,
+    _USERS.c.provider,
+    _USERS.c.password_hash,
+    _USERS.c.confirmed,
+    _USERS.c.blocked,
+    _USERS.c.created_at,
+    _USERS.c.updated_at,
+    _USERS.c.published_at,
+)
+_SIGNED_IN_USER = (
+    select(*_USER_COLUMNS)
+    .join(_SESSIONS, _SESSIONS.c.user_id == _USERS.c.id)
+    .where(
+        _SESSIONS.c.id == bindparam("sid"),
+        _SESSIONS.c.user_id == bindparam("uid"),
+        _SESSIONS.c.revoked_at.is_(None),
+        _SESSIONS.c.expires_at > NOW,
+    )
+)
+
+
+def _audited(change: Update, result: Sequence[str]) -> Select[Any]:
+    """``change`` (an UPDATE ... RETURNING) and the audit row of each row it changed, as one statement."""
+    changed = change.cte("changed")
+    audit_row = select(*_AUDIT_VALUES.values()).select_from(changed)
+    audit = insert(_AUDIT).from_select(list(_AUDIT_VALUES), audit_row).cte("audit")
+    return select(*(changed.c[name] for name in result)).add_cte(audit)
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached or is locked past the busy timeout: answer 503, retry later."""
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A statement in the driver's SQL, with its parameters in positional order."""
+
+    sql: str
+    names: tuple[str, ...]
+    defaults: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, statement: ClauseElement, dialect: Dialect) -> Compiled:
+        compiled = statement.compile(dialect=dialect)
+        assert isinstance(compiled, SQLCompiler)
+        # Values fixed in the statement (the 1 of generation + 1); every other parameter must be given.
+        fixed = {name: value for name, value in compiled.params.items() if value is not None}
+        return cls(compiled.string, tuple(compiled.positiontup or ()), fixed)
+
+    def args(self, values: Mapping[str, Any]) -> list[Any]:
+        return [values[name] if name in values else self.defaults[name] for name in self.names]
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshQuery:
+    """A refresh's parameters, and what its audit row records."""
+
+    session_id: str
+    user_id: int
+    generation: int
+    now: datetime
+    candidate_expiry: datetime  # now + REFRESH_TOKEN_EXPIRES_IN
+    ip: str | None
+    user_agent: str | None
+
+    def values(self, *, rotated: bool) -> dict[str, Any]:
+        return {
+            "sid": self.session_id,
+            "uid": self.user_id,
+            "gen": self.generation,
+            "now_": self.now,
+            "candidate": self.candidate_expiry,
+            "ip_": self.ip,
+            "ua": self.user_agent,
+            "event": Event.REFRESHED.value,
+            "details": json.dumps({"rotated": rotated}),
+        }
+
+
+class HotPath(Protocol):
+    async def rotate(self, query: RefreshQuery) -> tuple[int, datetime] | None:
+        """Move a live session to its next generation and audit it; the new generation and its idle expiry,
+        or None if the session is not alive at this generation."""
+
+    async def touch(self, query: RefreshQuery) -> bool:
+        """Rotation off: mark a live session active and audit it; False if it is not alive at this
+        generation."""
+
+    async def signed_in_user(
+        self, session_id: str, user_id: int, now: datetime
+    ) -> UserRecord | None:
+        """The user whose live session this is."""
+
+    async def close(self) -> None: ...
+
+
+def create_hot_path(
+    settings: Settings, dialect: Dialect, write_gate: asyncio.Lock | None
+) -> HotPath:
+    if settings.is_sqlite:
+        assert write_gate is not None
+        return SqliteHotPath(settings, dialect, write_gate)
+    return PostgresHotPath(settings, dialect)
+
+
+# PostgreSQL ------------------------------------------------------------------------------------------------------
+
+# SQLSTATE classes of an outage: connection exceptions, operator intervention (shutdown, restart), resources.
+_PG_UNAVAILABLE = ("08", "57P", "53")
+
+
+class PostgresHotPath:
+    def __init__(self, settings: Settings, dialect: Dialect) -> None:
+        url = make_url(settings.database_url).set(drivername="postgresql")
+        self._dsn = url.render_as_string(hide_password=False)
+        self._size = settings.db_pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
+        self._rotate = Compiled.of(_audited(_ROTATE, ["generation", "refresh_expires_at"]), dialect)
+        self._touch = Compiled.of(_audited(_TOUCH, ["generation"]), dialect)
+        self._user = Compiled.of(_SIGNED_IN_USER, dialect)
+
+    async def _fetchrow(self, compiled: Compiled, values: Mapping[str, Any]) -> Any:
+        pool = self._pool or await self._open()
+        try:
+            return await pool.fetchrow(compiled.sql, *compiled.args(values))
+        except (asyncpg.InterfaceError, asyncpg.PostgresConnectionError) as exc:
+            raise DatabaseUnavailable(type(exc).__name__) from exc
+        except asyncpg.PostgresError as exc:
+            if str(getattr(exc, "sqlstate", "")).startswith(_PG_UNAVAILABLE):
+                raise DatabaseUnavailable(type(exc).__name__) from exc
+            raise
+
+    async def _open(self) -> asyncpg.Pool:
+        async with self._opening:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    self._dsn,
+                    min_size=0,
+                    max_size=self._size,
+                    max_inactive_connection_lifetime=300,
+                    # Fail fast instead of hanging when the server is gone or stuck: a request then gets a 503.
+                    timeout=5,
+                    command_timeout=15,
+                    # Every statement here is one autocommit statement that leaves no session state behind:
+                    # the default reset (a round trip per release) has nothing to undo.
+                    reset=_nothing_to_reset,
+                )
+            return self._pool
+
+    async def rotate(self, query: RefreshQuery) -> tuple[int, datetime] | None:
+        row = await self._fetchrow(self._rotate, query.values(rotated=True))
+        return None if row is None else (row[0], row[1])
+
+    async def touch(self, query: RefreshQuery) -> bool:
+        return await self._fetchrow(self._touch, query.values(rotated=False)) is not None
+
+    async def signed_in_user(
+        self, session_id: str, user_id: int, now: datetime
+    ) -> UserRecord | None:
+        row = await self._fetchrow(self._user, {"sid": session_id, "uid": user_id, "now_": now})
+        return None if row is None else UserRecord(*row)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+
+async def _nothing_to_reset(_connection: asyncpg.Connection) -> None:
+    return None
+
+
+# SQLite ----------------------------------------------------------------------------------------------------------
+
+CHECKPOINT_EVERY = 1000
+_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's storage format for DateTime on SQLite
+
+
+def sqlite_time(value: datetime) -> str:
+    return value.astimezone(UTC).strftime(_SQLITE_TIME)
+
+
+def sqlite_datetime(value: str) -> datetime:
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def _sqlite_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: sqlite_time(v) if isinstance(v, datetime) else v for k, v in values.items()}
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+class SqliteHotPath:
+    def __init__(self, settings: Settings, dialect: Dialect, write_gate: asyncio.Lock) -> None:
+        database = make_url(settings.database_url).database
+        if not database or database == ":memory:":
+            raise ValueError("the SQLite hot path needs a database file")
+        self._path = database
+        self._busy_timeout_ms = settings.sqlite_busy_timeout_ms
+        self._gate = write_gate
+        self._inline: sqlite3.Connection | None = None
+        # Two threads: one waits out another process's lock, one checkpoints.
+        self._threads = ThreadPoolExecutor(2, thread_name_prefix="refreshd-sqlite")
+        self._local = threading.local()
+        self._opened: list[sqlite3.Connection] = []
+        self._opened_lock = threading.Lock()
+        self._commits = 0
+        self._checkpoint: asyncio.Future[None] | None = None
+        self._rotate = Compiled.of(_ROTATE, dialect)
+        self._touch = Compiled.of(_TOUCH, dialect)
+        self._audit = Compiled.of(_AUDIT_INSERT, dialect)
+        self._user = Compiled.of(_SIGNED_IN_USER, dialect)
+
+    def _connect(self, busy_timeout_ms: int, *, autocheckpoint: bool) -> sqlite3.Connection:
+        connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA foreign_keys=ON")
+        connection.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        if not autocheckpoint:
+            connection.execute("PRAGMA wal_autocheckpoint=0")
+        return connection
+
+    def _thread_connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._connect(self._busy_timeout_ms, autocheckpoint=True)
+            self._local.connection = connection
+            with self._opened_lock:
+                self._opened.append(connection)
+        return connection
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            try:
+                if self._inline is None:
+                    self._inline = self._connect(0, autocheckpoint=False)
+                return work(self._inline)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+            # Another process holds the lock: wait for it in a thread, never on the event loop.
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._threads, lambda: work(self._thread_connection())
+            )
+        except sqlite3.OperationalError as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
+
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        async with self._gate:
+            result = await self._run(_transaction(work))
+        self._commits += 1
+        if self._commits % CHECKPOINT_EVERY == 0 and self._checkpoint is None:
+            self._checkpoint = asyncio.get_running_loop().run_in_executor(
+                self._threads, self._checkpoint_now
+            )
+            self._checkpoint.add_done_callback(self._checkpointed)
+        return result
+
+    def _checkpoint_now(self) -> None:
+        self._thread_connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def _checkpointed(self, done: asyncio.Future[None]) -> None:
+        self._checkpoint = None
+        if not done.cancelled():
+            done.exception()  # retrieved: a failed checkpoint is retried at the next round
+
+    def _change(self, compiled: Compiled, query: RefreshQuery, *, rotated: bool) -> Any:
+        values = _sqlite_values(query.values(rotated=rotated))
+
+        def work(connection: sqlite3.Connection) -> Any:
+            row = connection.execute(compiled.sql, compiled.args(values)).fetchone()
+            if row is not None:
+                connection.execute(self._audit.sql, self._audit.args(values))
+            return row
+
+        return self._write(work)
+
+    async def rotate(self, query: RefreshQuery) -> tuple[int, datetime] | None:
+        row = await self._change(self._rotate, query, rotated=True)
+        return None if row is None else (row[0], sqlite_datetime(row[1]))
+
+    async def touch(self, query: RefreshQuery) -> bool:
+        return await self._change(self._touch, query, rotated=False) is not None
+
+    async def signed_in_user(
+        self, session_id: str, user_id: int, now: datetime
+    ) -> UserRecord | None:
+        args = self._user.args({"sid": session_id, "uid": user_id, "now_": sqlite_time(now)})
+        row = await self._run(lambda c: c.execute(self._user.sql, args).fetchone())
+        if row is None:
+            return None
+        (id_, document_id, username, email, provider, password_hash, confirmed, blocked) = row[:8]
+        created, updated, published = (sqlite_datetime(v) for v in row[8:])
+        return UserRecord(
+            id_,
+            document_id,
+            username,
+            email,
+            provider,
+            password_hash,
+            bool(confirmed),
+            bool(blocked),
+            created,
+            updated,
+            published,
+        )
+
+    async def close(self) -> None:
+        if self._checkpoint is not None:
+            await asyncio.wait([self._checkpoint])
+        self._threads.shutdown(wait=True)
+        for connection in self._opened:
+            connection.close()
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
+
+
+def _transaction(work: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+    """``work`` inside BEGIN IMMEDIATE ... COMMIT, rolled back if it fails."""
+
+    def run(connection: sqlite3.Connection) -> T:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(connection)
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+        return result
+
+    return run

@@ -1,0 +1,143 @@
+"""The hot path (refresh and the signed-in user on the driver directly): same answers, same audit rows, and on
+SQLite a lock held by another process is waited out off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from datetime import UTC, datetime, timedelta, timezone
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.models import AuditEvent, Session
+from app.services import hotpath
+from app.settings import Settings
+from tests.api.helpers import bearer, error_of, login, register
+from tests.conftest import Harness
+
+
+async def _count(database_url: str, event: str) -> int:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            query = select(func.count()).where(AuditEvent.event == event)
+            return int((await conn.execute(query)).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+async def _generation(database_url: str) -> int:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            return int((await conn.execute(select(func.max(Session.generation)))).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("rotation", [True, False])
+async def test_each_refresh_writes_its_audit_row_and_a_miss_writes_none(
+    harness: Harness, settings: Settings, database_url: str, rotation: bool
+) -> None:
+    client = await harness.client(settings.model_copy(update={"refresh_token_rotation": rotation}))
+    await register(client)
+    token = (await login(client, requestRefresh=True)).json()["refreshToken"]
+    for _ in range(3):
+        response = await client.post("/api/auth/refresh", json={"refreshToken": token})
+        assert response.status_code == 200, response.text
+        token = response.json().get("refreshToken", token)
+    assert await _count(database_url, "token.refreshed") == 3
+    assert await _generation(database_url) == (4 if rotation else 1)
+    await client.post("/api/auth/logout", json={"refreshToken": token})
+    refused = await client.post("/api/auth/refresh", json={"refreshToken": token})
+    assert refused.status_code == 401
+    assert error_of(refused)["details"]["code"] == "REFRESH_TOKEN_REVOKED"
+    assert await _count(database_url, "token.refreshed") == 3
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_sqlite_lock_held_elsewhere_is_waited_for_off_the_event_loop(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    await register(client)
+    signed_in = (await login(client, requestRefresh=True)).json()
+    other = sqlite3.connect(database_url.removeprefix("sqlite+aiosqlite:///"), isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process's write transaction
+        refresh = asyncio.create_task(
+            client.post("/api/auth/refresh", json={"refreshToken": signed_in["refreshToken"]})
+        )
+        # The loop keeps serving, reads included, while the refresh waits for the lock.
+        for _ in range(3):
+            assert (await client.get("/healthz")).status_code == 200
+            me = await client.get("/api/users/me", headers=bearer(signed_in["jwt"]))
+            assert me.status_code == 200
+        assert not refresh.done()
+        other.execute("COMMIT")
+        response = await asyncio.wait_for(refresh, timeout=10)
+    finally:
+        other.close()
+    assert response.status_code == 200, response.text
+    assert await _count(database_url, "token.refreshed") == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_sqlite_lock_held_past_the_busy_timeout_is_a_503(
+    harness: Harness, settings: Settings, database_url: str
+) -> None:
+    client = await harness.client(settings.model_copy(update={"sqlite_busy_timeout_ms": 50}))
+    await register(client)
+    token = (await login(client, requestRefresh=True)).json()["refreshToken"]
+    other = sqlite3.connect(database_url.removeprefix("sqlite+aiosqlite:///"), isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        response = await client.post("/api/auth/refresh", json={"refreshToken": token})
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+    assert response.status_code == 503
+    assert error_of(response)["name"] == "ServiceUnavailableError"
+    assert response.headers["Retry-After"] == "1"
+    # Nothing was half-written: the same token still refreshes, once.
+    again = await client.post("/api/auth/refresh", json={"refreshToken": token})
+    assert again.status_code == 200, again.text
+    assert await _count(database_url, "token.refreshed") == 1
+
+
+def test_sqlite_times_use_sqlalchemys_storage_format_and_read_back_as_utc() -> None:
+    moment = datetime(2026, 11, 28, 4, 5, 6, 7000, tzinfo=UTC)
+    assert hotpath.sqlite_time(moment) == "2026-11-28 04:05:06.007000"
+    # Another zone is stored as the same UTC instant.
+    assert hotpath.sqlite_time(moment.astimezone(timezone(timedelta(hours=2)))) == (
+        "2026-11-28 04:05:06.007000"
+    )
+    assert hotpath.sqlite_datetime("2026-11-28 04:05:06.007000") == moment
+
+
+def test_compiled_statements_bind_every_parameter_in_the_drivers_order() -> None:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    query = hotpath.RefreshQuery(
+        session_id="s" * 32,
+        user_id=7,
+        generation=3,
+        now=datetime(2026, 11, 28, tzinfo=UTC),
+        candidate_expiry=datetime(2026, 12, 28, tzinfo=UTC),
+        ip="203.0.113.7",
+        user_agent="curl/8",
+    )
+    values = query.values(rotated=True)
+    postgres = hotpath.Compiled.of(hotpath._ROTATE, postgresql.asyncpg.dialect())
+    lite = hotpath.Compiled.of(hotpath._ROTATE, sqlite.dialect())
+    # PostgreSQL numbers each parameter once ($n); SQLite repeats "?" per use.
+    numbers = {int(n) for n in re.findall(r"\$(\d+)", postgres.sql)}
+    assert numbers == set(range(1, len(postgres.names) + 1))
+    assert lite.sql.count("?") == len(lite.args(values))
+    assert postgres.args(values)[postgres.names.index("generation_1")] == 1
+    assert lite.args(values).count(7) == 2  # the session's user, and the not-blocked check
+    with pytest.raises(KeyError):
+        lite.args({})
