@@ -119,7 +119,7 @@ def test_sqlite_times_use_sqlalchemys_storage_format_and_read_back_as_utc() -> N
 
 
 def test_compiled_statements_bind_every_parameter_in_the_drivers_order() -> None:
-    from sqlalchemy.dialects import postgresql, sqlite
+    from sqlalchemy.ext.asyncio import create_async_engine as engine_for
 
     query = hotpath.RefreshQuery(
         session_id="s" * 32,
@@ -131,8 +131,10 @@ def test_compiled_statements_bind_every_parameter_in_the_drivers_order() -> None
         user_agent="curl/8",
     )
     values = query.values(rotated=True)
-    postgres = hotpath.Compiled.of(hotpath._ROTATE, postgresql.asyncpg.dialect())
-    lite = hotpath.Compiled.of(hotpath._ROTATE, sqlite.dialect())
+    postgres = hotpath.Compiled.of(
+        hotpath._ROTATE, engine_for("postgresql+asyncpg://x@h/d").dialect
+    )
+    lite = hotpath.Compiled.of(hotpath._ROTATE, engine_for("sqlite+aiosqlite:///x.db").dialect)
     # PostgreSQL numbers each parameter once ($n); SQLite repeats "?" per use.
     numbers = {int(n) for n in re.findall(r"\$(\d+)", postgres.sql)}
     assert numbers == set(range(1, len(postgres.names) + 1))
