@@ -18,9 +18,13 @@ from app.services.sessions import Client
 
 # Every dependency is `async def`: FastAPI runs plain `def` dependencies in a thread pool, a thread hop per
 # request that costs more than the work itself.
-async def get_runtime(request: Request) -> Runtime:
+def runtime_of(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
+
+
+async def get_runtime(request: Request) -> Runtime:
+    return runtime_of(request)
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
@@ -64,6 +68,12 @@ async def get_principal(request: Request, runtime: RuntimeDep, now: Now) -> Prin
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+async def principal_of(request: Request) -> Principal:
+    """``get_principal`` without dependency injection, for the hot routes (see ``app.api.routers.users``)."""
+    runtime = runtime_of(request)
+    return await get_principal(request, runtime, runtime.clock())
 
 
 async def rate_limit(request: Request, runtime: RuntimeDep, client: ClientDep) -> None:

@@ -16,6 +16,7 @@ from app.api.deps import (
     rate_limit,
     rate_limit_by_email,
     rate_limit_user,
+    runtime_of,
 )
 from app.api.docs import errors
 from app.api.routers import account
@@ -191,14 +192,15 @@ async def register(
 
 async def refresh(
     request: Request,
-    runtime: RuntimeDep,
-    now: Now,
-    client: ClientDep,
     body: RefreshRequest | None = Body(default=None),  # noqa: B008 - FastAPI's way to declare an optional body
 ) -> JSONResponse:
     """Exchange a refresh token (cookie first in cookie mode, else `refreshToken` in the body) for a new access
     token. With rotation on, also returns its successor and retires it; replaying a retired token outside
     the grace window revokes the whole session. The `Authorization` header is ignored here."""
+    # Runtime, time and client by plain calls, not dependencies: the hottest route (see users.me).
+    runtime = runtime_of(request)
+    now = runtime.clock()
+    client = transport.client_of(request, runtime.trusted_proxies)
     settings = runtime.settings
     token, from_cookie = transport.refresh_token_of(
         request, settings, body.refreshToken if body else None
