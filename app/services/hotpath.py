@@ -11,8 +11,8 @@ asyncpg or sqlite3: no ORM, no unit of work, no per-request compilation, no SQLA
   thread-backed driver makes for every call while holding the write lock. So it runs on the event loop itself,
   on a connection that never waits (``busy_timeout=0``): writes take the process's write gate (shared with every
   other write), then ``BEGIN IMMEDIATE``. If another process holds the database lock (the CLI, a second worker),
-  the operation is handed to a thread that waits ``SQLITE_BUSY_TIMEOUT_MS`` for it, so the event loop never
-  blocks on a lock. This connection never checkpoints in its commits (``wal_autocheckpoint=0``); a thread runs a
+  the operation is handed to a thread that retries every 2 ms for up to ``SQLITE_BUSY_TIMEOUT_MS``, so the event
+  loop never blocks on a lock. This connection never checkpoints in its commits (``wal_autocheckpoint=0``); a thread runs a
   PASSIVE checkpoint, which blocks neither readers nor writers, every ``CHECKPOINT_EVERY`` commits.
 
 Driver failures that mean "the database is unavailable" become ``DatabaseUnavailable`` (503).
@@ -24,6 +24,7 @@ import asyncio
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -289,6 +290,7 @@ async def _nothing_to_reset(_connection: asyncpg.Connection) -> None:
 # SQLite ----------------------------------------------------------------------------------------------------------
 
 CHECKPOINT_EVERY = 1000
+BUSY_POLL_S = 0.002
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's storage format for DateTime on SQLite
 
 
@@ -342,7 +344,7 @@ class SqliteHotPath:
     def _thread_connection(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
-            connection = self._connect(self._busy_timeout_ms, autocheckpoint=True)
+            connection = self._connect(0, autocheckpoint=True)
             self._local.connection = connection
             with self._opened_lock:
                 self._opened.append(connection)
@@ -359,11 +361,23 @@ class SqliteHotPath:
                     raise
             # Another process holds the lock: wait for it in a thread, never on the event loop.
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(
-                self._threads, lambda: work(self._thread_connection())
-            )
+            return await loop.run_in_executor(self._threads, self._wait_and_run, work)
         except sqlite3.OperationalError as exc:
             raise DatabaseUnavailable(str(exc)) from exc
+
+    def _wait_and_run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Retry every BUSY_POLL_S until SQLITE_BUSY_TIMEOUT_MS has passed. SQLite's own busy handler backs off
+        to 100 ms between tries, long enough for a batch job (``refreshd purge``) to commit and start its next
+        batch each time: a waiting request could starve behind it. Polling catches the gap between batches."""
+        connection = self._thread_connection()
+        deadline = time.monotonic() + self._busy_timeout_ms / 1000
+        while True:
+            try:
+                return work(connection)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(BUSY_POLL_S)
 
     async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         async with self._gate:
