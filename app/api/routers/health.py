@@ -46,7 +46,7 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
     except Exception:  # any failure to answer means "not ready", never a 500
         body = {"status": "unavailable", "database": "unreachable", "migrations": "unknown"}
         return JSONResponse(body, status_code=503)
-    if expected is not None and current != expected:
+    if current != expected:
         body = {
             "status": "unavailable",
             "database": "ok",
