@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from app.errors import ForbiddenError
 from app.models import User
+from app.models.user import UserRecord
 from app.runtime import Runtime
 from app.schemas.common import user_payload
 from app.services import tokens
@@ -125,7 +126,7 @@ def token_response(
 
 def signed_in(
     runtime: Runtime,
-    user: User,
+    user: User | UserRecord,
     session_id: str,
     refresh: RefreshToken | None,
     *,

@@ -35,6 +35,7 @@ import asyncpg
 from sqlalchemy import (
     JSON,
     ColumnElement,
+    Insert,
     Integer,
     Select,
     String,
@@ -45,6 +46,7 @@ from sqlalchemy import (
     case,
     exists,
     insert,
+    or_,
     select,
     update,
 )
@@ -136,8 +138,50 @@ _SIGNED_IN_USER = (
 )
 
 
-def _audited(change: Update, result: Sequence[str]) -> Select[Any]:
-    """``change`` (an UPDATE ... RETURNING) and the audit row of each row it changed, as one statement."""
+# Login: the account an identifier names (email, stored lower-cased, or username), first by id as Strapi does.
+_LOGIN_CANDIDATE = (
+    select(*_USER_COLUMNS)
+    .where(
+        _USERS.c.provider == bindparam("provider"),
+        or_(_USERS.c.email == bindparam("email"), _USERS.c.username == bindparam("username")),
+    )
+    .order_by(_USERS.c.id)
+    .limit(1)
+)
+# Login: a session is started only if the account still has the hash that was verified and is not blocked,
+# so a password change, reset or block that lands while the hash is being checked wins (PostgreSQL locks the
+# account row for it; SQLite's writes are serialized anyway).
+_SESSION_VALUES: dict[str, ColumnElement[Any]] = {
+    "id": bindparam("sid", type_=String()),
+    "user_id": _USERS.c.id,
+    "generation": bindparam("gen", type_=Integer()),
+    "rotated_at": bindparam("rotated_at", type_=UTCDateTime()),
+    "refresh_expires_at": bindparam("refresh_expires_at", type_=UTCDateTime()),
+    "expires_at": bindparam("expires_at", type_=UTCDateTime()),
+    "created_at": NOW,
+    "last_active_at": NOW,
+    "ip": bindparam("ip_", type_=String()),
+    "user_agent": bindparam("ua", type_=String()),
+    "device_name": bindparam("device", type_=String()),
+}
+_START = (
+    insert(_SESSIONS)
+    .from_select(
+        list(_SESSION_VALUES),
+        select(*_SESSION_VALUES.values())
+        .where(
+            _USERS.c.id == bindparam("uid"),
+            _USERS.c.password_hash == bindparam("verified"),
+            _USERS.c.blocked.is_(False),
+        )
+        .with_for_update(),
+    )
+    .returning(_SESSIONS.c.id)
+)
+
+
+def _audited(change: Update | Insert, result: Sequence[str]) -> Select[Any]:
+    """``change`` (an UPDATE or INSERT ... RETURNING) and the audit row of each row it wrote, as one statement."""
     changed = change.cte("changed")
     audit_row = select(*_AUDIT_VALUES.values()).select_from(changed)
     audit = insert(_AUDIT).from_select(list(_AUDIT_VALUES), audit_row).cte("audit")
@@ -194,6 +238,40 @@ class RefreshQuery:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class NewSession:
+    """A login's session row, and what its audit row records."""
+
+    session_id: str
+    user_id: int
+    verified_hash: str  # the hash the password was checked against: the account must still have it
+    generation: int
+    now: datetime
+    expires_at: datetime
+    refresh_expires_at: datetime | None
+    ip: str | None
+    user_agent: str | None
+    device_name: str | None
+
+    def values(self) -> dict[str, Any]:
+        with_refresh = self.refresh_expires_at is not None
+        return {
+            "sid": self.session_id,
+            "uid": self.user_id,
+            "verified": self.verified_hash,
+            "gen": self.generation,
+            "now_": self.now,
+            "rotated_at": self.now if with_refresh else None,
+            "refresh_expires_at": self.refresh_expires_at,
+            "expires_at": self.expires_at,
+            "ip_": self.ip,
+            "ua": self.user_agent,
+            "device": self.device_name,
+            "event": Event.LOGIN_SUCCEEDED.value,
+            "details": json.dumps({"refresh_token": with_refresh}),
+        }
+
+
 class HotPath(Protocol):
     async def rotate(self, query: RefreshQuery) -> tuple[int, datetime] | None:
         """Move a live session to its next generation and audit it; the new generation and its idle expiry,
@@ -207,6 +285,13 @@ class HotPath(Protocol):
         self, session_id: str, user_id: int, now: datetime
     ) -> UserRecord | None:
         """The user whose live session this is."""
+
+    async def login_candidate(self, provider: str, identifier: str) -> UserRecord | None:
+        """The account a login identifier names: its email (compared lower-cased) or its username."""
+
+    async def start_session(self, new: NewSession) -> bool:
+        """Insert a login's session and its audit row, if the account still has the verified hash and is not
+        blocked; False (nothing written) otherwise."""
 
     async def close(self) -> None: ...
 
@@ -236,6 +321,8 @@ class PostgresHotPath:
         self._rotate = Compiled.of(_audited(_ROTATE, ["generation", "refresh_expires_at"]), dialect)
         self._touch = Compiled.of(_audited(_TOUCH, ["generation"]), dialect)
         self._user = Compiled.of(_SIGNED_IN_USER, dialect)
+        self._candidate = Compiled.of(_LOGIN_CANDIDATE, dialect)
+        self._start = Compiled.of(_audited(_START, ["id"]), dialect)
 
     async def _fetchrow(self, compiled: Compiled, values: Mapping[str, Any]) -> Any:
         pool = self._pool or await self._open()
@@ -277,6 +364,14 @@ class PostgresHotPath:
     ) -> UserRecord | None:
         row = await self._fetchrow(self._user, {"sid": session_id, "uid": user_id, "now_": now})
         return None if row is None else UserRecord(*row)
+
+    async def login_candidate(self, provider: str, identifier: str) -> UserRecord | None:
+        values = {"provider": provider, "email": identifier.lower(), "username": identifier}
+        row = await self._fetchrow(self._candidate, values)
+        return None if row is None else UserRecord(*row)
+
+    async def start_session(self, new: NewSession) -> bool:
+        return await self._fetchrow(self._start, new.values()) is not None
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -330,6 +425,8 @@ class SqliteHotPath:
         self._touch = Compiled.of(_TOUCH, dialect)
         self._audit = Compiled.of(_AUDIT_INSERT, dialect)
         self._user = Compiled.of(_SIGNED_IN_USER, dialect)
+        self._candidate = Compiled.of(_LOGIN_CANDIDATE, dialect)
+        self._start = Compiled.of(_START, dialect)
 
     def _connect(self, busy_timeout_ms: int, *, autocheckpoint: bool) -> sqlite3.Connection:
         connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -398,8 +495,9 @@ class SqliteHotPath:
         if not done.cancelled():
             done.exception()  # retrieved: a failed checkpoint is retried at the next round
 
-    def _change(self, compiled: Compiled, query: RefreshQuery, *, rotated: bool) -> Any:
-        values = _sqlite_values(query.values(rotated=rotated))
+    def _change(self, compiled: Compiled, values: Mapping[str, Any]) -> Any:
+        """``compiled`` (a statement RETURNING the row it wrote) and, if it wrote one, the audit row."""
+        values = _sqlite_values(values)
 
         def work(connection: sqlite3.Connection) -> Any:
             row = connection.execute(compiled.sql, compiled.args(values)).fetchone()
@@ -410,34 +508,27 @@ class SqliteHotPath:
         return self._write(work)
 
     async def rotate(self, query: RefreshQuery) -> tuple[int, datetime] | None:
-        row = await self._change(self._rotate, query, rotated=True)
+        row = await self._change(self._rotate, query.values(rotated=True))
         return None if row is None else (row[0], sqlite_datetime(row[1]))
 
     async def touch(self, query: RefreshQuery) -> bool:
-        return await self._change(self._touch, query, rotated=False) is not None
+        return await self._change(self._touch, query.values(rotated=False)) is not None
 
     async def signed_in_user(
         self, session_id: str, user_id: int, now: datetime
     ) -> UserRecord | None:
         args = self._user.args({"sid": session_id, "uid": user_id, "now_": sqlite_time(now)})
-        row = await self._run(lambda c: c.execute(self._user.sql, args).fetchone())
-        if row is None:
-            return None
-        (id_, document_id, username, email, provider, password_hash, confirmed, blocked) = row[:8]
-        created, updated, published = (sqlite_datetime(v) for v in row[8:])
-        return UserRecord(
-            id_,
-            document_id,
-            username,
-            email,
-            provider,
-            password_hash,
-            bool(confirmed),
-            bool(blocked),
-            created,
-            updated,
-            published,
+        return _sqlite_user(await self._run(lambda c: c.execute(self._user.sql, args).fetchone()))
+
+    async def login_candidate(self, provider: str, identifier: str) -> UserRecord | None:
+        values = {"provider": provider, "email": identifier.lower(), "username": identifier}
+        args = self._candidate.args(values)
+        return _sqlite_user(
+            await self._run(lambda c: c.execute(self._candidate.sql, args).fetchone())
         )
+
+    async def start_session(self, new: NewSession) -> bool:
+        return await self._change(self._start, new.values()) is not None
 
     async def close(self) -> None:
         if self._checkpoint is not None:
@@ -448,6 +539,27 @@ class SqliteHotPath:
         if self._inline is not None:
             self._inline.close()
             self._inline = None
+
+
+def _sqlite_user(row: Any) -> UserRecord | None:
+    """A user row as SQLite returns it: 0/1 for booleans, SQLAlchemy's text format for times."""
+    if row is None:
+        return None
+    (id_, document_id, username, email, provider, password_hash, confirmed, blocked) = row[:8]
+    created, updated, published = (sqlite_datetime(v) for v in row[8:])
+    return UserRecord(
+        id_,
+        document_id,
+        username,
+        email,
+        provider,
+        password_hash,
+        bool(confirmed),
+        bool(blocked),
+        created,
+        updated,
+        published,
+    )
 
 
 def _transaction(work: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:

@@ -25,7 +25,14 @@ from app.security.tokens import TokenError
 from app.services import audit
 from app.services.client import Client
 from app.services.devices import device_name
-from app.services.hotpath import NEXT_GENERATION, NOW, ROTATION_RESULT, HotPath, RefreshQuery
+from app.services.hotpath import (
+    NEXT_GENERATION,
+    NOW,
+    ROTATION_RESULT,
+    HotPath,
+    NewSession,
+    RefreshQuery,
+)
 from app.services.tokens import TokenKeys
 
 __all__ = [
@@ -120,6 +127,23 @@ def _refresh_token(
     return RefreshToken(value, expires_at)
 
 
+@dataclass(frozen=True)
+class _Terms:
+    """A new session's generation and expiries: with a refresh token it lives until SESSION_MAX_AGE (its token
+    until the idle expiry); without one, as long as its access token."""
+
+    generation: int
+    expires_at: datetime
+    refresh_expires_at: datetime | None
+
+    @classmethod
+    def of(cls, now: datetime, lifetimes: Lifetimes, *, with_refresh: bool) -> _Terms:
+        if with_refresh:
+            expires_at = now + lifetimes.session_max
+            return cls(1, expires_at, min(now + lifetimes.refresh_idle, expires_at))
+        return cls(0, now + lifetimes.access, None)
+
+
 async def start_session(
     session: AsyncSession,
     keys: TokenKeys,
@@ -130,25 +154,18 @@ async def start_session(
     lifetimes: Lifetimes,
     with_refresh: bool,
 ) -> Started:
-    """Open a session for a login. Without a refresh token it lives as long as its access token."""
+    """Open a session inside the caller's transaction (registration)."""
     session_id = new_session_id()
-    if with_refresh:
-        expires_at = now + lifetimes.session_max
-        refresh_expires_at: datetime | None = min(now + lifetimes.refresh_idle, expires_at)
-        generation = 1
-    else:
-        expires_at = now + lifetimes.access
-        refresh_expires_at = None
-        generation = 0
+    terms = _Terms.of(now, lifetimes, with_refresh=with_refresh)
     user_agent = client.short_user_agent
     session.add(
         Session(
             id=session_id,
             user_id=user_id,
-            generation=generation,
+            generation=terms.generation,
             rotated_at=now if with_refresh else None,
-            refresh_expires_at=refresh_expires_at,
-            expires_at=expires_at,
+            refresh_expires_at=terms.refresh_expires_at,
+            expires_at=terms.expires_at,
             created_at=now,
             last_active_at=now,
             ip=client.ip,
@@ -157,9 +174,50 @@ async def start_session(
         )
     )
     await session.flush()
+    return _started(keys, user_id, session_id, terms, now)
+
+
+async def start_login_session(
+    hot: HotPath,
+    keys: TokenKeys,
+    user_id: int,
+    verified_hash: str,
+    client: Client,
+    *,
+    now: datetime,
+    lifetimes: Lifetimes,
+    with_refresh: bool,
+) -> Started | None:
+    """Open a login's session, audited, on the hot path; None if the account changed (password, block) since
+    ``verified_hash`` was checked."""
+    session_id = new_session_id()
+    terms = _Terms.of(now, lifetimes, with_refresh=with_refresh)
+    user_agent = client.short_user_agent
+    new = NewSession(
+        session_id=session_id,
+        user_id=user_id,
+        verified_hash=verified_hash,
+        generation=terms.generation,
+        now=now,
+        expires_at=terms.expires_at,
+        refresh_expires_at=terms.refresh_expires_at,
+        ip=client.ip,
+        user_agent=user_agent,
+        device_name=device_name(user_agent),
+    )
+    if not await hot.start_session(new):
+        return None
+    return _started(keys, user_id, session_id, terms, now)
+
+
+def _started(
+    keys: TokenKeys, user_id: int, session_id: str, terms: _Terms, now: datetime
+) -> Started:
     refresh = None
-    if refresh_expires_at is not None:
-        refresh = _refresh_token(keys, user_id, session_id, generation, now, refresh_expires_at)
+    if terms.refresh_expires_at is not None:
+        refresh = _refresh_token(
+            keys, user_id, session_id, terms.generation, now, terms.refresh_expires_at
+        )
     return Started(session_id, refresh)
 
 

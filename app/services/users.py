@@ -125,26 +125,13 @@ async def create_user(
     return user
 
 
-async def find_for_login(session: AsyncSession, identifier: str) -> User | None:
-    query = (
-        select(User)
-        .where(
-            User.provider == LOCAL,
-            or_(User.email == identifier.lower(), User.username == identifier),
-        )
-        .order_by(User.id)
-        .limit(1)
-    )
-    return (await session.scalars(query)).first()
-
-
 async def check_credentials(
     hasher: PasswordHasher,
-    user: User | None,
+    user: UserRecord | None,
     password: str,
     *,
     email_confirmation: bool,
-) -> tuple[User, str | None]:
+) -> tuple[UserRecord, str | None]:
     """Strapi's order: password, then confirmation, then blocked (a wrong password never reveals either)."""
     ok, upgraded_hash = await hasher.verify(password, user.password_hash if user else None)
     if user is None or not ok:
@@ -154,20 +141,6 @@ async def check_credentials(
     if user.blocked:
         raise ApplicationError(BLOCKED)
     return user, upgraded_hash
-
-
-async def still_valid_for_login(session: AsyncSession, user_id: int, verified_hash: str) -> bool:
-    """Inside the login's write: the account is unchanged since its password was verified.
-
-    The row lock (PostgreSQL; SQLite's writes are serialized anyway) orders the login against a password change,
-    reset or block: either this login sees their result and fails, or they wait and then revoke its session.
-    """
-    query = (
-        select(User.id)
-        .where(User.id == user_id, User.password_hash == verified_hash, User.blocked.is_(False))
-        .with_for_update()
-    )
-    return (await session.scalar(query)) is not None
 
 
 async def upgrade_password_hash(

@@ -355,6 +355,7 @@ def login(ctx: Context) -> None:
     with running(ctx.backend, ctx.keys, ctx.options.workdir, "login", rotation=False) as server:
         warm_up(ctx, server, _login_load(ctx, "login-warm"))
         row = measure(ctx, server, "login", "login (16 connections)", _login_load(ctx, "login"))
+        _profile(ctx, server, "login", _login_load(ctx, "login-profile"))
     _error_check(ctx, "login", row)
 
 

@@ -90,8 +90,7 @@ async def login(
     """Returns a short-lived access token and the user; with `requestRefresh: true` (or `REQUEST_REFRESH_ON_ALL`)
     also a refresh token, in the body or, in cookie mode, in an HttpOnly cookie. Every login starts a session."""
     settings = runtime.settings
-    async with runtime.db.read() as session:
-        candidate = await users.find_for_login(session, body.identifier)
+    candidate = await runtime.hot.login_candidate(users.LOCAL, body.identifier)
     try:
         user, upgraded_hash = await users.check_credentials(
             runtime.hasher, candidate, body.password, email_confirmation=settings.email_confirmation
@@ -110,30 +109,24 @@ async def login(
             )
         raise
     verified_hash = user.password_hash or ""
-    async with runtime.db.write() as session:
-        if not await users.still_valid_for_login(session, user.id, verified_hash):
-            # Changed or blocked while the password was being checked.
-            runtime.metrics.count_login("invalid_credentials")
-            raise ValidationError(INVALID_LOGIN)
-        started = await sessions.start_session(
-            session,
-            runtime.keys,
-            user.id,
-            client,
-            now=now,
-            lifetimes=runtime.lifetimes,
-            with_refresh=body.requestRefresh or settings.request_refresh_on_all,
-        )
-        await audit.record(
-            session,
-            Event.LOGIN_SUCCEEDED,
-            now=now,
-            user_id=user.id,
-            session_id=started.session_id,
-            client=client,
-            refresh_token=started.refresh is not None,
-        )
-        if upgraded_hash:
+    started = await sessions.start_login_session(
+        runtime.hot,
+        runtime.keys,
+        user.id,
+        verified_hash,
+        client,
+        now=now,
+        lifetimes=runtime.lifetimes,
+        with_refresh=body.requestRefresh or settings.request_refresh_on_all,
+    )
+    if started is None:
+        # Changed or blocked while the password was being checked.
+        runtime.metrics.count_login("invalid_credentials")
+        raise ValidationError(INVALID_LOGIN)
+    if upgraded_hash:
+        # A Strapi (bcrypt) hash, re-hashed with argon2 now that the password is known; conditional on the
+        # verified hash, so a concurrent change wins.
+        async with runtime.db.write() as session:
             await users.upgrade_password_hash(session, user.id, verified_hash, upgraded_hash)
     runtime.metrics.count_login("success")
     return transport.signed_in(runtime, user, started.session_id, started.refresh, now=now)
