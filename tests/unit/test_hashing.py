@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import sys
+import threading
+
 import pytest
 
 from app.security.passwords import Argon2Params
-from app.services.hashing import PasswordHasher
+from app.services.hashing import HASH_THREAD_NICE, PasswordHasher, return_hash_memory_to_the_os
 
 
 class FakeTime:
@@ -52,3 +57,25 @@ def test_the_floor_is_measured_from_the_slowest_hash() -> None:
         assert hasher.floor > 0.005
     finally:
         hasher.close()
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's"
+)
+async def test_hashing_threads_yield_the_cpu_to_the_event_loop() -> None:
+    hasher = PasswordHasher(Argon2Params(), workers=2, floor=0)
+    try:
+        assert await hasher.hash("Secret-pass-123")
+        threads = [t for t in threading.enumerate() if t.name.startswith("refreshd-hash")]
+        assert threads
+        for thread in threads:
+            assert thread.native_id is not None
+            assert os.getpriority(os.PRIO_PROCESS, thread.native_id) == HASH_THREAD_NICE
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0
+    finally:
+        hasher.close()
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="a glibc setting")
+def test_glibc_takes_the_fixed_mmap_threshold() -> None:
+    assert return_hash_memory_to_the_os() is True
