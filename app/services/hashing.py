@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
 from typing import Literal
 
 import bcrypt
@@ -26,24 +24,6 @@ STRAPI_BCRYPT_ROUNDS = 10
 # Hashing threads run at a lower priority than the event loop (a nice value, Linux only): they use the CPU the
 # loop leaves, so logins saturating the pool do not stretch the latency of refreshes and authenticated requests.
 HASH_THREAD_NICE = 10
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter
-_MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's default, fixed
-
-
-@cache
-def return_hash_memory_to_the_os() -> bool:
-    """argon2 allocates its working memory (19 MiB with the defaults) for each hash and frees it after. glibc's
-    malloc serves an allocation that large with mmap, but raises its mmap threshold after the first such free, so
-    later hashes come from heaps it keeps: each hashing thread, and the startup calibration, then holds that much
-    resident memory for good (measured: 19.5 MB per thread). A fixed threshold turns the adjustment off, and every
-    hash's memory goes back to the OS when it is freed. Returns whether glibc took the setting."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES))
 
 
 def _lower_thread_priority() -> None:
@@ -83,18 +63,19 @@ class PasswordHasher:
     ) -> None:
         self.params = params
         self.workers = workers
-        return_hash_memory_to_the_os()
         self._context = passwords.build_context(params)
         self._pool = ThreadPoolExecutor(
             max_workers=workers,
             thread_name_prefix="refreshd-hash",
             initializer=_lower_thread_priority,
         )
-        self._dummy_hash = passwords.make_dummy_hash(self._context)
+        # The startup hashes run in a pool thread too: glibc keeps a thread's argon2 memory (19 MiB) for its next
+        # hash, and on the event loop's thread it would stay resident for nothing (measured: 19.5 MB).
+        self._dummy_hash = self._pool.submit(passwords.make_dummy_hash, self._context).result()
         self._pad = pad
         self._monotonic = monotonic
         self._observe = observe
-        self.floor = self._calibrate() if floor is None else floor
+        self.floor = self._pool.submit(self._calibrate).result() if floor is None else floor
 
     def _calibrate(self) -> float:
         legacy = bcrypt.hashpw(b"calibration", bcrypt.gensalt(STRAPI_BCRYPT_ROUNDS)).decode()

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import platform
 import sys
 import threading
 
 import pytest
 
 from app.security.passwords import Argon2Params
-from app.services.hashing import HASH_THREAD_NICE, PasswordHasher, return_hash_memory_to_the_os
+from app.services.hashing import HASH_THREAD_NICE, PasswordHasher
 
 
 class FakeTime:
@@ -74,8 +73,3 @@ async def test_hashing_threads_yield_the_cpu_to_the_event_loop() -> None:
         assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0
     finally:
         hasher.close()
-
-
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="a glibc setting")
-def test_glibc_takes_the_fixed_mmap_threshold() -> None:
-    assert return_hash_memory_to_the_os() is True
