@@ -12,8 +12,11 @@ asyncpg or sqlite3: no ORM, no unit of work, no per-request compilation, no SQLA
   on a connection that never waits (``busy_timeout=0``): writes take the process's write gate (shared with every
   other write), then ``BEGIN IMMEDIATE``. If another process holds the database lock (the CLI, a second worker),
   the operation is handed to a thread that retries every 2 ms for up to ``SQLITE_BUSY_TIMEOUT_MS``, so the event
-  loop never blocks on a lock. This connection never checkpoints in its commits (``wal_autocheckpoint=0``); a thread runs a
-  PASSIVE checkpoint, which blocks neither readers nor writers, every ``CHECKPOINT_EVERY`` commits.
+  loop never blocks on a lock. This connection never checkpoints in its commits (``wal_autocheckpoint=0``): every
+  ``CHECKPOINT_EVERY`` commits a thread checkpoints, first PASSIVE (blocks nobody, copies most of the log), then FULL
+  while holding the write gate (copies the rest, so the next write starts the log over). Without that last step a
+  sustained write load never lets a checkpoint catch up, and the log grows without bound (measured: 30 MB/s at
+  1,600 refreshes/s, 4 GB during a purge).
 
 Driver failures that mean "the database is unavailable" become ``DatabaseUnavailable`` (503).
 """
@@ -385,6 +388,7 @@ async def _nothing_to_reset(_connection: asyncpg.Connection) -> None:
 # SQLite ----------------------------------------------------------------------------------------------------------
 
 CHECKPOINT_EVERY = 1000
+WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 BUSY_POLL_S = 0.002
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's storage format for DateTime on SQLite
 
@@ -420,7 +424,8 @@ class SqliteHotPath:
         self._opened: list[sqlite3.Connection] = []
         self._opened_lock = threading.Lock()
         self._commits = 0
-        self._checkpoint: asyncio.Future[None] | None = None
+        self.checkpoint_every = CHECKPOINT_EVERY
+        self._checkpoint: asyncio.Task[None] | None = None
         self._rotate = Compiled.of(_ROTATE, dialect)
         self._touch = Compiled.of(_TOUCH, dialect)
         self._audit = Compiled.of(_AUDIT_INSERT, dialect)
@@ -436,6 +441,9 @@ class SqliteHotPath:
         connection.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         if not autocheckpoint:
             connection.execute("PRAGMA wal_autocheckpoint=0")
+            # When this connection starts the log over, it also cuts a log file grown large (by another process's
+            # batch job, say) back to this size.
+            connection.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
         return connection
 
     def _thread_connection(self) -> sqlite3.Connection:
@@ -480,17 +488,27 @@ class SqliteHotPath:
         async with self._gate:
             result = await self._run(_transaction(work))
         self._commits += 1
-        if self._commits % CHECKPOINT_EVERY == 0 and self._checkpoint is None:
-            self._checkpoint = asyncio.get_running_loop().run_in_executor(
-                self._threads, self._checkpoint_now
-            )
+        if self._commits % self.checkpoint_every == 0 and self._checkpoint is None:
+            self._checkpoint = asyncio.get_running_loop().create_task(self._checkpoint_round())
             self._checkpoint.add_done_callback(self._checkpointed)
         return result
 
-    def _checkpoint_now(self) -> None:
-        self._thread_connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    async def wait_for_checkpoint(self) -> None:
+        """Until the checkpoint in progress, if any, is done."""
+        if self._checkpoint is not None:
+            await asyncio.wait([self._checkpoint])
 
-    def _checkpointed(self, done: asyncio.Future[None]) -> None:
+    async def _checkpoint_round(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._threads, self._checkpoint_now, "PASSIVE")
+        async with self._gate:
+            await loop.run_in_executor(self._threads, self._checkpoint_now, "FULL")
+
+    def _checkpoint_now(self, mode: str) -> None:
+        # With busy_timeout=0, FULL falls back to PASSIVE when another process is writing: the next round retries.
+        self._thread_connection().execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+
+    def _checkpointed(self, done: asyncio.Task[None]) -> None:
         self._checkpoint = None
         if not done.cancelled():
             done.exception()  # retrieved: a failed checkpoint is retried at the next round
@@ -531,8 +549,7 @@ class SqliteHotPath:
         return await self._change(self._start, new.values()) is not None
 
     async def close(self) -> None:
-        if self._checkpoint is not None:
-            await asyncio.wait([self._checkpoint])
+        await self.wait_for_checkpoint()
         self._threads.shutdown(wait=True)
         for connection in self._opened:
             connection.close()
