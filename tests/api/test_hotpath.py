@@ -143,3 +143,53 @@ def test_compiled_statements_bind_every_parameter_in_the_drivers_order() -> None
     assert lite.args(values).count(7) == 2  # the session's user, and the not-blocked check
     with pytest.raises(KeyError):
         lite.args({})
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_checkpoint_round_lets_the_log_start_over_despite_writes_during_it(
+    harness: Harness, settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under sustained writes something always lands during the PASSIVE pass; unless the round then finishes the
+    job, the log is never fully copied, never starts over, and grows without bound."""
+    client = await harness.client(settings.model_copy(update={"refresh_token_rotation": False}))
+    hot = harness.apps[-1].state.runtime.hot
+    assert isinstance(hot, hotpath.SqliteHotPath)
+    hot.checkpoint_every = 10**9  # rounds only when this test runs one
+    await register(client)
+    token = (await login(client, requestRefresh=True)).json()["refreshToken"]
+    path = database_url.removeprefix("sqlite+aiosqlite:///")
+
+    async def refresh() -> None:
+        response = await client.post("/api/auth/refresh", json={"refreshToken": token})
+        assert response.status_code == 200
+
+    for _ in range(30):
+        await refresh()
+    checkpoint_now = hot._checkpoint_now
+
+    def passive_during_another_write(mode: str) -> None:
+        if mode != "PASSIVE":
+            checkpoint_now(mode)
+            return
+        # Another writer is mid-transaction while the passive pass runs, and commits right after it.
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("INSERT INTO audit_events (at, event) VALUES ('2026-11-28', 'x')")
+            checkpoint_now(mode)
+            other.execute("COMMIT")
+        finally:
+            other.close()
+
+    monkeypatch.setattr(hot, "_checkpoint_now", passive_during_another_write)
+    await hot._checkpoint_round()
+    await (
+        refresh()
+    )  # the first write after the round starts the log over, if the round copied all of it
+    probe = sqlite3.connect(path, isolation_level=None)
+    try:
+        _busy, frames, _copied = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    finally:
+        probe.close()
+    # The one refresh since; without the round's FULL pass, every frame is still there.
+    assert 0 < frames <= 10
