@@ -435,15 +435,19 @@ class SqliteHotPath:
 
     def _connect(self, busy_timeout_ms: int, *, autocheckpoint: bool) -> sqlite3.Connection:
         connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
-        connection.execute("PRAGMA foreign_keys=ON")
-        connection.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        if not autocheckpoint:
-            connection.execute("PRAGMA wal_autocheckpoint=0")
-            # When this connection starts the log over, it also cuts a log file grown large (by another process's
-            # batch job, say) back to this size.
-            connection.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
+        try:
+            connection.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("PRAGMA foreign_keys=ON")
+            if not autocheckpoint:
+                connection.execute("PRAGMA wal_autocheckpoint=0")
+                # When this connection starts the log over, it also cuts a log file grown large (by another
+                # process's batch job, say) back to this size.
+                connection.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
+        except BaseException:
+            connection.close()  # a lock held elsewhere can fail the setup: the next call opens it again
+            raise
         return connection
 
     def _thread_connection(self) -> sqlite3.Connection:
