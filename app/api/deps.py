@@ -13,7 +13,7 @@ from app.errors import ForbiddenError
 from app.models.user import UserRecord
 from app.runtime import Runtime
 from app.services import sessions, tokens
-from app.services.sessions import Client
+from app.services.client import Client
 
 
 # Every dependency is `async def`: FastAPI runs plain `def` dependencies in a thread pool, a thread hop per

@@ -28,7 +28,7 @@ from app.errors import (
     UnauthorizedError,
     ValidationError,
 )
-from app.services.hotpath import DatabaseUnavailable
+from app.services.hotpath import UNAVAILABLE_SQLSTATES, DatabaseUnavailable
 
 logger = logging.getLogger("refreshd.errors")
 
@@ -162,9 +162,6 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
 
 # SQLSTATE classes that mean "the server cannot serve now": connection exceptions, insufficient resources
 # (too many connections), operator intervention (shutting down, starting up).
-_UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
-
-
 def _sqlstate(error: BaseException | None) -> str:
     while error is not None:
         state = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
@@ -180,7 +177,7 @@ async def _dbapi_error(request: Request, exc: Exception) -> JSONResponse:
     if (
         exc.connection_invalidated
         or isinstance(exc.orig, OSError | ConnectionError)
-        or _sqlstate(exc.orig).startswith(_UNAVAILABLE_SQLSTATES)
+        or _sqlstate(exc.orig).startswith(UNAVAILABLE_SQLSTATES)
     ):
         return await _database_unavailable(request, exc)
     return await _crash(request, exc)

@@ -15,7 +15,8 @@ from app.models.user import UserRecord
 from app.runtime import Runtime
 from app.schemas.common import user_payload
 from app.services import tokens
-from app.services.sessions import Client, RefreshToken
+from app.services.client import Client
+from app.services.sessions import RefreshToken
 from app.settings import Settings, cookie_domain
 
 COOKIE_PATH = "/api/auth"

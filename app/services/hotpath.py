@@ -311,7 +311,7 @@ def create_hot_path(
 # PostgreSQL ------------------------------------------------------------------------------------------------------
 
 # SQLSTATE classes of an outage: connection exceptions, operator intervention (shutdown, restart), resources.
-_PG_UNAVAILABLE = ("08", "57P", "53")
+UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
 
 
 class PostgresHotPath:
@@ -334,7 +334,7 @@ class PostgresHotPath:
         except (asyncpg.InterfaceError, asyncpg.PostgresConnectionError) as exc:
             raise DatabaseUnavailable(type(exc).__name__) from exc
         except asyncpg.PostgresError as exc:
-            if str(getattr(exc, "sqlstate", "")).startswith(_PG_UNAVAILABLE):
+            if str(getattr(exc, "sqlstate", "")).startswith(UNAVAILABLE_SQLSTATES):
                 raise DatabaseUnavailable(type(exc).__name__) from exc
             raise
 

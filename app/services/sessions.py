@@ -35,10 +35,6 @@ from app.services.hotpath import (
 )
 from app.services.tokens import TokenKeys
 
-__all__ = [
-    "Client"
-]  # re-exported: the transport's view of the caller, used with every service here
-
 INVALID_REFRESH_TOKEN = "Invalid refresh token"  # noqa: S105 - a message
 
 
