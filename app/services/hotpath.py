@@ -183,6 +183,11 @@ _START = (
 )
 
 
+def _candidate_values(provider: str, identifier: str) -> dict[str, str]:
+    """Emails are stored lower-cased; usernames compare as typed."""
+    return {"provider": provider, "email": identifier.lower(), "username": identifier}
+
+
 def _audited(change: Update | Insert, result: Sequence[str]) -> Select[Any]:
     """``change`` (an UPDATE or INSERT ... RETURNING) and the audit row of each row it wrote, as one statement."""
     changed = change.cte("changed")
@@ -369,8 +374,7 @@ class PostgresHotPath:
         return None if row is None else UserRecord(*row)
 
     async def login_candidate(self, provider: str, identifier: str) -> UserRecord | None:
-        values = {"provider": provider, "email": identifier.lower(), "username": identifier}
-        row = await self._fetchrow(self._candidate, values)
+        row = await self._fetchrow(self._candidate, _candidate_values(provider, identifier))
         return None if row is None else UserRecord(*row)
 
     async def start_session(self, new: NewSession) -> bool:
@@ -543,8 +547,7 @@ class SqliteHotPath:
         return _sqlite_user(await self._run(lambda c: c.execute(self._user.sql, args).fetchone()))
 
     async def login_candidate(self, provider: str, identifier: str) -> UserRecord | None:
-        values = {"provider": provider, "email": identifier.lower(), "username": identifier}
-        args = self._candidate.args(values)
+        args = self._candidate.args(_candidate_values(provider, identifier))
         return _sqlite_user(
             await self._run(lambda c: c.execute(self._candidate.sql, args).fetchone())
         )
