@@ -257,29 +257,21 @@ def _bulk_rows(
             # Logged in ~4 months ago: past its absolute end (and its idle expiry) for weeks.
             created = now - timedelta(days=120, seconds=rng.randint(0, 86_400 * 20))
             rotated = created + timedelta(days=10)
-            yield (
-                secrets.token_hex(16),
-                rng.randint(1, users),
-                3,
-                rotated,
-                rotated + REFRESH_IDLE,
-                created + SESSION_MAX,
-                created,
-                rotated,
-            )
+            generation = 3
         else:
             created = now - timedelta(seconds=rng.randint(0, 86_400 * 20))
             rotated = created + timedelta(seconds=i % 3600)
-            yield (
-                secrets.token_hex(16),
-                rng.randint(1, users),
-                1,
-                rotated,
-                rotated + REFRESH_IDLE,
-                created + SESSION_MAX,
-                created,
-                rotated,
-            )
+            generation = 1
+        yield (
+            secrets.token_hex(16),
+            rng.randint(1, users),
+            generation,
+            rotated,
+            rotated + REFRESH_IDLE,
+            created + SESSION_MAX,
+            created,
+            rotated,
+        )
 
 
 def bulk_insert(

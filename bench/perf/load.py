@@ -136,27 +136,6 @@ def start(
     return WrkRun(process, command, output)
 
 
-def run(
-    url: str,
-    script: str,
-    *,
-    args: list[str],
-    threads: int,
-    connections: int,
-    duration_s: float,
-    output: Path,
-) -> WrkResult:
-    return start(
-        url,
-        script,
-        args=args,
-        threads=threads,
-        connections=connections,
-        duration_s=duration_s,
-        output=output,
-    ).finish()
-
-
 @dataclass(frozen=True)
 class MachineLoad:
     """CPU use of the whole machine over a window, in cores (of ``os.cpu_count()``)."""

@@ -298,20 +298,39 @@ def generator(ctx: Context) -> None:
     )
 
 
+def _steady(
+    ctx: Context,
+    scenario: str,
+    label: str,
+    load_of: Callable[[Context, str], Load],
+    *,
+    what: str,
+    target: float,
+    strapi: float,
+) -> None:
+    """Warm-up, the measurement, its one-thread control and (with --profile) a profile, on one server; then
+    throughput, latency and errors against the targets."""
+    with running(ctx.backend, ctx.keys, ctx.options.workdir, scenario, rotation=False) as server:
+        warm_up(ctx, server, load_of(ctx, f"{scenario}-warm"))
+        row = measure(ctx, server, scenario, label, load_of(ctx, scenario))
+        latency_control(ctx, server, scenario, label, load_of(ctx, f"{scenario}-t1"))
+        _profile(ctx, server, scenario, load_of(ctx, f"{scenario}-profile"))
+    _throughput_check(ctx, what, row, target, strapi)
+    _latency_check(ctx, what, row, 50)
+    _error_check(ctx, what, row)
+
+
 def refresh(ctx: Context) -> None:
     """POST /api/auth/local/refresh with rotation off (the plugin's default, Strapi's figure)."""
-    with running(ctx.backend, ctx.keys, ctx.options.workdir, "refresh", rotation=False) as server:
-        warm_up(ctx, server, _refresh_load(ctx, "refresh-warm"))
-        row = measure(
-            ctx, server, "refresh", "refresh, rotation off", _refresh_load(ctx, "refresh")
-        )
-        latency_control(
-            ctx, server, "refresh", "refresh, rotation off", _refresh_load(ctx, "refresh-t1")
-        )
-        _profile(ctx, server, "refresh", _refresh_load(ctx, "refresh-profile"))
-    _throughput_check(ctx, "refresh (rotation off)", row, TARGET_REFRESH_RPS, STRAPI_REFRESH_RPS)
-    _latency_check(ctx, "refresh (rotation off)", row, 50)
-    _error_check(ctx, "refresh (rotation off)", row)
+    _steady(
+        ctx,
+        "refresh",
+        "refresh, rotation off",
+        _refresh_load,
+        what="refresh (rotation off)",
+        target=TARGET_REFRESH_RPS,
+        strapi=STRAPI_REFRESH_RPS,
+    )
 
 
 def refresh_rotation(ctx: Context) -> None:
@@ -353,14 +372,15 @@ def refresh_rotation(ctx: Context) -> None:
 
 def me(ctx: Context) -> None:
     """GET /api/users/me with a bearer token (one session lookup joined to the user per request)."""
-    with running(ctx.backend, ctx.keys, ctx.options.workdir, "me", rotation=False) as server:
-        warm_up(ctx, server, _me_load(ctx, "me-warm"))
-        row = measure(ctx, server, "me", "GET /api/users/me", _me_load(ctx, "me"))
-        latency_control(ctx, server, "me", "GET /api/users/me", _me_load(ctx, "me-t1"))
-        _profile(ctx, server, "me", _me_load(ctx, "me-profile"))
-    _throughput_check(ctx, "/users/me", row, TARGET_ME_RPS, STRAPI_ME_RPS)
-    _latency_check(ctx, "/users/me", row, 50)
-    _error_check(ctx, "/users/me", row)
+    _steady(
+        ctx,
+        "me",
+        "GET /api/users/me",
+        _me_load,
+        what="/users/me",
+        target=TARGET_ME_RPS,
+        strapi=STRAPI_ME_RPS,
+    )
 
 
 def login(ctx: Context) -> None:
