@@ -43,6 +43,35 @@ function count(status)
   end
 end
 
+-- A POST load over the thread's file: make(line, args) turns each line into a JSON body, and the bodies are
+-- sent in turn. wrk also calls request() once in its main state (no init() there) to check the script: it then
+-- sends placeholder. Defines the script's init(), request() and response().
+function post_each_line(make, placeholder)
+  local bodies = nil
+  local next_index = 1
+  local headers = { ["Content-Type"] = "application/json" }
+
+  function init(args)
+    bodies = {}
+    for i, line in ipairs(read_lines(thread_file(args))) do
+      bodies[i] = make(line, args)
+    end
+  end
+
+  function request()
+    if bodies == nil then
+      return wrk.format("POST", nil, headers, placeholder)
+    end
+    local body = bodies[next_index]
+    next_index = next_index % #bodies + 1
+    return wrk.format("POST", nil, headers, body)
+  end
+
+  function response(status, headers, body)
+    count(status)
+  end
+end
+
 local function total(name)
   local sum = 0
   for _, thread in ipairs(threads) do
