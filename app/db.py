@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy import DateTime, Executable, MetaData, event
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -116,10 +116,13 @@ class Database:
 
     def __init__(self, settings: Settings) -> None:
         self.engine = create_engine(settings)
-        self.read_engine = create_engine(settings, autocommit=True)
+        # Single statements, each its own transaction: reads (autocommit spares each one a BEGIN and a ROLLBACK
+        # round trip) and the batches of housekeeping jobs (see ``write_alone``).
+        self.autocommit_engine = create_engine(settings, autocommit=True)
         self.is_sqlite = settings.is_sqlite
-        # Reads are single statements: autocommit spares each one a BEGIN and a ROLLBACK round trip.
-        self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False, autoflush=False)
+        self._reader = async_sessionmaker(
+            self.autocommit_engine, expire_on_commit=False, autoflush=False
+        )
         writer_bind = (
             self.engine.execution_options(sqlite_immediate=True) if self.is_sqlite else self.engine
         )
@@ -140,8 +143,17 @@ class Database:
         async with gate, self._writer() as session, session.begin():
             yield session
 
+    async def write_alone(self, statement: Executable) -> int:
+        """One write statement committed on its own, and how many rows it changed: the database's write lock (SQLite) is held only while the
+        statement runs inside the database, never across the round trips of a BEGIN ... COMMIT. For batch jobs
+        that must give live traffic its turn between batches."""
+        gate = self.write_gate or contextlib.nullcontext()
+        async with gate, self.autocommit_engine.connect() as connection:
+            result = await connection.execute(statement)
+            return int(getattr(result, "rowcount", 0))
+
     async def dispose(self) -> None:
-        await self.read_engine.dispose()
+        await self.autocommit_engine.dispose()
         await self.engine.dispose()
 
 

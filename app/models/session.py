@@ -41,4 +41,6 @@ class Session(Base):
     __table_args__ = (
         Index("ix_sessions_expires_at", "expires_at"),
         Index("ix_sessions_revoked_at", "revoked_at"),
+        # The purge's idle-expired pass (app.services.purge).
+        Index("ix_sessions_refresh_expires_at", "refresh_expires_at"),
     )

@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 
 from app.db import Database
 from app.models import Session
-from app.services.purge import purge_sessions
+from app.services.purge import dead_sessions, purge_sessions
 from app.settings import Settings
 from tests.api.helpers import bearer, login, register
 from tests.support import FakeClock
@@ -75,5 +75,31 @@ async def test_purge_stops_after_max_batches(
         )
         assert deleted == 4
         assert await _count(db) == 2
+    finally:
+        await db.dispose()
+
+
+async def test_each_purge_pass_finds_its_rows_through_an_index(
+    settings: Settings, clock: FakeClock
+) -> None:
+    """A batch that scanned the table would hold SQLite's write lock for a pass over every live session."""
+    db = Database(settings)
+    try:
+        async with db.autocommit_engine.connect() as connection:
+            if not db.is_sqlite:
+                # The test table is tiny: without this, PostgreSQL rightly prefers a scan whatever the indexes.
+                await connection.exec_driver_sql("SET enable_seqscan = off")
+            for condition in dead_sessions(clock.now, timedelta(minutes=15)):
+                batch = select(Session.id).where(condition).limit(250)
+                compiled = batch.compile(
+                    connection.sync_connection, compile_kwargs={"literal_binds": True}
+                )
+                prefix = "EXPLAIN QUERY PLAN " if db.is_sqlite else "EXPLAIN "
+                plan = " ".join(
+                    str(row[-1]) for row in await connection.exec_driver_sql(prefix + str(compiled))
+                )
+                assert "INDEX" in plan.upper(), (str(condition), plan)
+                assert "SCAN sessions" not in plan, plan
+                assert "Seq Scan" not in plan, plan
     finally:
         await db.dispose()
