@@ -147,18 +147,34 @@ class Metrics:
         # Every known outcome is exported from the start (as 0), so rates and alerts see the first event.
         for outcome in LOGIN_OUTCOMES:
             self.logins_total.labels(outcome=outcome)
-        for refresh_outcome in REFRESH_OUTCOMES:
-            self.refreshes_total.labels(outcome=refresh_outcome)
+        self._refresh_children = {
+            refresh_outcome: self.refreshes_total.labels(outcome=refresh_outcome)
+            for refresh_outcome in REFRESH_OUTCOMES
+        }
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         for reason in REVOCATION_REASONS:
             self.sessions_revoked_total.labels(reason=reason)
         for operation in HASH_OPERATIONS:
             self.password_hash_seconds.labels(operation=operation)
 
+    def count_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        counted = self._request_children.get((method, route, status))
+        if counted is None:
+            # prometheus_client's labels() validates and locks on every call: each combination once (methods,
+            # route templates and statuses are few).
+            counted = (
+                self.requests_total.labels(method=method, route=route, status=str(status)),
+                self.request_duration_seconds.labels(method=method, route=route),
+            )
+            self._request_children[(method, route, status)] = counted
+        counted[0].inc()
+        counted[1].observe(seconds)
+
     def count_login(self, outcome: LoginOutcome) -> None:
         self.logins_total.labels(outcome=outcome).inc()
 
     def count_refresh(self, outcome: RefreshOutcome) -> None:
-        self.refreshes_total.labels(outcome=outcome).inc()
+        self._refresh_children[outcome].inc()
 
     def count_revoked(self, reason: str, sessions: int = 1) -> None:
         """``sessions`` revoked at once for ``reason`` (a bulk revoke reports its row count; 0 counts nothing)."""
@@ -234,10 +250,7 @@ class MetricsMiddleware:
             elapsed = time.perf_counter() - started
             method, route = _method_label(scope), route_template(scope)
             final = 500 if failed or status is None else status
-            self.metrics.requests_total.labels(method=method, route=route, status=str(final)).inc()
-            self.metrics.request_duration_seconds.labels(method=method, route=route).observe(
-                elapsed
-            )
+            self.metrics.count_request(method, route, final, elapsed)
 
 
 # --- Request ids and the access log ---------------------------------------------------------------------------

@@ -210,7 +210,7 @@ class Settings(DatabaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     audit_retention: Duration = timedelta(days=90)
     session_purge_interval: Duration = timedelta(hours=1)
-    session_purge_batch: int = Field(default=250, ge=1, le=100_000)
+    session_purge_batch: int = Field(default=100, ge=1, le=100_000)
 
     rate_limit_enabled: bool = True
     rate_limit_max: int = Field(

