@@ -100,10 +100,10 @@ def _strapi(row: Row) -> str:
 def _table(rows: list[Row], with_code: bool) -> list[str]:
     cores = os.cpu_count() or 1
     lines = [
-        "| scenario | load | conns | req/s | x Strapi | p50 ms | p90 ms | p99 ms | max ms | non-2xx | 5xx "
-        "| socket err. | `locked` | RSS MB idle → peak | server CPU | wrk CPU | machine busy |"
+        "| scenario | load | conns | req/s | x Strapi | p50 ms | p90 ms | p99 ms | max ms | wire p50 / p99 ms "
+        "| non-2xx | 5xx | socket err. | `locked` | RSS MB idle → peak | server CPU | wrk CPU | machine busy |"
         + (" code |" if with_code else ""),
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         + ("---|" if with_code else ""),
     ]
     for r in rows:
@@ -111,12 +111,19 @@ def _table(rows: list[Row], with_code: bool) -> list[str]:
         rss = f"{r.idle_rss_mb:.0f} → {r.rss_mb:.0f}" + (" (per worker)" if r.workers > 1 else "")
         lines.append(
             f"| {r.scenario} | {r.label} | {r.connections} | {w.rps:,.0f} | {_strapi(r)} | {w.p50_ms:.1f} "
-            f"| {w.p90_ms:.1f} | {w.p99_ms:.1f} | {w.max_ms:.0f} | {w.non_2xx} | {w.n5xx} "
+            f"| {w.p90_ms:.1f} | {w.p99_ms:.1f} | {w.max_ms:.0f} | {_wire(r)} | {w.non_2xx} | {w.n5xx} "
             f"| {w.socket_errors + w.timeouts} | {r.locked} | {rss} | {r.server_cores:.2f} "
             f"| {w.cores:.2f} | {r.machine_cores:.2f} / {cores} |"
             + (f" `{r.code}` |" if with_code else "")
         )
     return lines
+
+
+def _wire(row: Row) -> str:
+    if row.wire is None:
+        return "-"
+    incomplete = f" ({row.wire.dropped:,} packets dropped)" if row.wire.dropped else ""
+    return f"{row.wire.p50_ms:.1f} / {row.wire.p99_ms:.1f}{incomplete}"
 
 
 def _mark(ok: bool | None) -> str:
