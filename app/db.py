@@ -144,9 +144,9 @@ class Database:
             yield session
 
     async def write_alone(self, statement: Executable) -> int:
-        """One write statement committed on its own, and how many rows it changed: the database's write lock (SQLite) is held only while the
-        statement runs inside the database, never across the round trips of a BEGIN ... COMMIT. For batch jobs
-        that must give live traffic its turn between batches."""
+        """One write statement committed on its own; how many rows it changed. The database's write lock (SQLite)
+        is held only while the statement runs inside the database, never across the round trips of a BEGIN ...
+        COMMIT. For batch jobs that must give live traffic its turn between batches."""
         gate = self.write_gate or contextlib.nullcontext()
         async with gate, self.autocommit_engine.connect() as connection:
             result = await connection.execute(statement)
