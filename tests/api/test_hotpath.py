@@ -165,23 +165,20 @@ async def test_a_checkpoint_round_lets_the_log_start_over_despite_writes_during_
 
     for _ in range(30):
         await refresh()
-    checkpoint_now = hot._checkpoint_now
+    passive_checkpoint = hot._passive_checkpoint
 
-    def passive_during_another_write(mode: str) -> None:
-        if mode != "PASSIVE":
-            checkpoint_now(mode)
-            return
+    def passive_during_another_write() -> None:
         # Another writer is mid-transaction while the passive pass runs, and commits right after it.
         other = sqlite3.connect(path, isolation_level=None)
         try:
             other.execute("BEGIN IMMEDIATE")
             other.execute("INSERT INTO audit_events (at, event) VALUES ('2026-11-28', 'x')")
-            checkpoint_now(mode)
+            passive_checkpoint()
             other.execute("COMMIT")
         finally:
             other.close()
 
-    monkeypatch.setattr(hot, "_checkpoint_now", passive_during_another_write)
+    monkeypatch.setattr(hot, "_passive_checkpoint", passive_during_another_write)
     await hot._checkpoint_round()
     await (
         refresh()
