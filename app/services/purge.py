@@ -13,8 +13,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, delete, or_, select
+from sqlalchemy import ColumnElement, Select, delete, or_, select
 
 from app.db import Database
 from app.models import AccountToken, AuditEvent, Session
@@ -33,9 +34,17 @@ def dead_sessions(now: datetime, access_ttl: timedelta) -> list[ColumnElement[bo
     ]
 
 
+PurgedTable = type[Session] | type[AccountToken] | type[AuditEvent]
+
+
+def batch_ids(table: PurgedTable, condition: ColumnElement[bool], batch_size: int) -> Select[Any]:
+    """The ids one batch deletes."""
+    return select(table.id).where(condition).limit(batch_size)
+
+
 async def _delete_in_batches(
     db: Database,
-    table: type[Session] | type[AccountToken] | type[AuditEvent],
+    table: PurgedTable,
     conditions: Sequence[ColumnElement[bool]],
     *,
     batch_size: int,
@@ -51,7 +60,7 @@ async def _delete_in_batches(
             # Pacing after the previous batch (see the module's docstring); 0 before the first.
             await asyncio.sleep(took)
             started = time.monotonic()
-            ids = select(table.id).where(condition).limit(batch_size).scalar_subquery()
+            ids = batch_ids(table, condition, batch_size).scalar_subquery()
             deleted = await db.write_alone(
                 delete(table).where(table.id.in_(ids)).execution_options(synchronize_session=False)
             )

@@ -34,9 +34,8 @@ class WireLatency:
     p50_ms: float
     p99_ms: float
     max_ms: float
-    dropped: (
-        int  # packets the kernel dropped from the capture: non-zero makes the figures incomplete
-    )
+    # Packets the kernel dropped from the capture: non-zero makes the figures incomplete.
+    dropped: int
 
 
 def available() -> bool:

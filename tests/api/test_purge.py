@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 
 from app.db import Database
 from app.models import Session
-from app.services.purge import dead_sessions, purge_sessions
+from app.services.purge import batch_ids, dead_sessions, purge_sessions
 from app.settings import Settings
 from tests.api.helpers import bearer, login, register
 from tests.support import FakeClock
@@ -90,8 +90,7 @@ async def test_each_purge_pass_finds_its_rows_through_an_index(
                 # The test table is tiny: without this, PostgreSQL rightly prefers a scan whatever the indexes.
                 await connection.exec_driver_sql("SET enable_seqscan = off")
             for condition in dead_sessions(clock.now, timedelta(minutes=15)):
-                batch = select(Session.id).where(condition).limit(250)
-                compiled = batch.compile(
+                compiled = batch_ids(Session, condition, 250).compile(
                     connection.sync_connection, compile_kwargs={"literal_binds": True}
                 )
                 prefix = "EXPLAIN QUERY PLAN " if db.is_sqlite else "EXPLAIN "
