@@ -190,3 +190,34 @@ async def test_a_checkpoint_round_lets_the_log_start_over_despite_writes_during_
         probe.close()
     # The one refresh since; without the round's FULL pass, every frame is still there.
     assert 0 < frames <= 10
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_requests_get_a_postgresql_connection_in_the_order_they_asked(
+    harness: Harness, settings: Settings
+) -> None:
+    """More requests than pooled connections: each waits its turn. A request that finishes and asks again at once
+    must queue behind those already waiting, not take the connection it just gave back; asyncpg's pool alone lets
+    it (its queue hands a released connection to whoever asks next, and a woken waiter that lost it goes to the
+    back of the line), which under load left some requests waiting many rounds: in the benchmark, a p99 of 75 ms
+    for a p50 of 20."""
+    client = await harness.client(settings.model_copy(update={"db_pool_size": 2}))
+    await register(client)
+    headers = bearer((await login(client)).json()["jwt"])
+    clients, rounds = 32, 10
+    completed = 0
+    overtaken: list[int] = []  # per request: how many others finished while it waited
+
+    async def user() -> None:
+        nonlocal completed
+        for _ in range(rounds):
+            asked = completed
+            response = await client.get("/api/users/me", headers=headers)
+            assert response.status_code == 200, response.text
+            overtaken.append(completed - asked)
+            completed += 1
+
+    await asyncio.gather(*(user() for _ in range(clients)))
+    # In turn, a request is overtaken only by those already waiting when it asked: 31 here, every time (measured).
+    # Barging, some are overtaken three rounds over (up to 94 here without the fix).
+    assert max(overtaken) <= clients, sorted(overtaken)[-10:]
