@@ -14,7 +14,7 @@ migrate: setup
 	$(UV) run --frozen alembic upgrade head
 
 run: migrate  ## serve on SQLite at http://$(HOST):$(PORT) with no configuration
-	$(UV) run --frozen uvicorn --factory app.main:create_app --host $(HOST) --port $(PORT) --no-proxy-headers
+	$(UV) run --frozen uvicorn --factory app.main:create_app --host $(HOST) --port $(PORT) --no-proxy-headers --loop asyncio
 
 lint: setup
 	$(UV) run --frozen ruff check .

@@ -10,9 +10,10 @@ cd "$(dirname "$0")/.."
 alembic upgrade head
 
 # exec: uvicorn replaces this shell, so it receives SIGTERM and shuts down gracefully.
-# The access log is off: request logging is the application's job.
+# The access log is off: request logging is the application's job. The loop is asyncio's: see app/cli.py.
 exec uvicorn --factory app.main:create_app \
     --host 0.0.0.0 \
     --port "${PORT:-8000}" \
     --no-proxy-headers \
-    --no-access-log
+    --no-access-log \
+    --loop asyncio

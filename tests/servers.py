@@ -83,6 +83,8 @@ def running_servers(
                         "--port",
                         str(port),
                         "--no-access-log",
+                        "--loop",
+                        "asyncio",
                     ],
                     cwd=ROOT,
                     env=base_env,

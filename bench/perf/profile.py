@@ -147,7 +147,7 @@ def markdown(title: str, summary: Summary) -> str:
         "",
         "## Event-loop thread: self time by package",
         "",
-        "`asyncio` self time is the event loop's native code (uvloop: sockets, callbacks, wake-ups).",
+        "`asyncio` self time is the event loop's native code (selectors, sockets, callbacks, wake-ups).",
         "",
         "| package | share of event-loop samples |",
         "|---|---:|",

@@ -192,6 +192,8 @@ def uvicorn_command(port: int | str, workers: int) -> list[str]:
         str(port),
         "--no-access-log",
         "--no-proxy-headers",
+        "--loop",
+        "asyncio",
     ]
     if workers > 1:
         command += ["--workers", str(workers)]
