@@ -29,13 +29,6 @@ from app.services.audit import Event
 from app.services.sessions import Revocation
 from app.settings import Settings
 
-# uvicorn's event loop: asyncio's own, never uvloop. libuv (since 1.45) accepts one connection per loop iteration,
-# and an iteration of a loaded server takes a whole round of its requests (~30 ms at 2,000 req/s): a burst of 32
-# new connections waited up to 0.9 s to be accepted (measured, bench/README.md). asyncio's loop accepts every
-# pending connection at once; on the hot paths it costs ~6% of PostgreSQL refresh throughput and nothing on
-# SQLite. The Makefile, the container and the test servers pass ``--loop asyncio`` for the same reason.
-LOOP = "asyncio"
-
 
 class CommandError(Exception):
     """A failure to report in one line, with exit status 1."""
@@ -97,6 +90,8 @@ def _migrate(_args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app import serving
+
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -105,7 +100,8 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         access_log=False,  # the application logs each request itself
         proxy_headers=False,  # X-Forwarded-For is the application's call (TRUSTED_PROXIES)
-        loop=LOOP,
+        loop=serving.LOOP,
+        http=serving.HttpProtocol,
         timeout_graceful_shutdown=args.graceful_timeout,
     )
     return 0

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 alembic upgrade head
 
 # exec: uvicorn replaces this shell, so it receives SIGTERM and shuts down gracefully.
-# The access log is off: request logging is the application's job. The loop is asyncio's: see app/cli.py.
+# The access log is off: request logging is the application's job. The loop is asyncio's: see app/serving.py.
 exec uvicorn --factory app.main:create_app \
     --host 0.0.0.0 \
     --port "${PORT:-8000}" \

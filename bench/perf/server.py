@@ -180,7 +180,22 @@ def _wait_workers(server: Server) -> None:
 
 
 def uvicorn_command(port: int | str, workers: int) -> list[str]:
-    command = [
+    """One worker: uvicorn as the container runs it. Several: ``refreshd serve --workers N``, the supported way to
+    run more than one (uvicorn's own ``--workers`` leaves Nagle's algorithm on: see app/serving.py)."""
+    if workers > 1:
+        return [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ]
+    return [
         sys.executable,
         "-m",
         "uvicorn",
@@ -195,9 +210,6 @@ def uvicorn_command(port: int | str, workers: int) -> list[str]:
         "--loop",
         "asyncio",
     ]
-    if workers > 1:
-        command += ["--workers", str(workers)]
-    return command
 
 
 @contextmanager

@@ -1,0 +1,31 @@
+"""How uvicorn runs the service: its event loop and its HTTP protocol (``refreshd serve``)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+# asyncio's own event loop, never uvloop. libuv (since 1.45) accepts one connection per loop iteration, and an
+# iteration of a loaded server takes a whole round of its requests (~30 ms at 2,000 req/s): a burst of 32 new
+# connections waited up to 0.9 s to be accepted (measured, bench/README.md). asyncio's loop accepts every pending
+# connection at once; on the hot paths it costs ~6% of PostgreSQL refresh throughput and nothing on SQLite. The
+# Makefile, the container and the test servers pass ``--loop asyncio`` for the same reason.
+LOOP = "asyncio"
+
+
+class HttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, with Nagle's algorithm off on every connection.
+
+    asyncio turns TCP_NODELAY on only for sockets that say they are TCP (``proto == IPPROTO_TCP``). With
+    ``--workers`` uvicorn binds the listening socket itself with ``proto`` 0, which accepted sockets inherit, so
+    they kept Nagle: each response's body (its second write) waited for the client's delayed ACK, and two workers
+    served 0.59x what one did (uvicorn issue #3149, open in 0.54).
+    """
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)  # type: ignore[arg-type]
