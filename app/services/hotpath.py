@@ -400,6 +400,18 @@ async def _nothing_to_reset(_connection: asyncpg.Connection) -> None:
 CHECKPOINT_EVERY = 1000
 WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 BUSY_POLL_S = 0.002
+# Frames appended to the log between a round's two passive passes beyond which another process is writing heavily
+# (this process commits a few frames per write, a few dozen writes in that time).
+OTHER_WRITER_FRAMES = 1000
+
+
+@dataclass(frozen=True)
+class WalState:
+    """What ``PRAGMA wal_checkpoint`` reports: whether it was blocked, frames in the log, frames copied."""
+
+    busy: bool
+    log: int
+    copied: int
 
 
 def sqlite_time(value: datetime) -> str:
@@ -517,17 +529,26 @@ class SqliteHotPath:
         loop = asyncio.get_running_loop()
         # Two passive passes: the second copies what was written during the first (15-40 ms of commits), so the
         # FULL pass, which holds the write gate, has only the few milliseconds of the second one left to copy.
-        for _ in range(2):
-            await loop.run_in_executor(self._threads, self._passive_checkpoint)
+        first = await loop.run_in_executor(self._threads, self._passive_checkpoint)
+        second = await loop.run_in_executor(self._threads, self._passive_checkpoint)
         async with self._gate:
-            # On the loop, like the writes it holds back: 1-5 ms of copying and two syncs (measured), where a
-            # thread held the gate 3-20 ms, mostly waiting for the GIL and for the loop to see it finish. With
-            # busy_timeout=0, FULL falls back to PASSIVE when another process is writing: the next round retries.
-            if self._inline is not None:
-                self._inline.execute("PRAGMA wal_checkpoint(FULL)").fetchall()
+            # With busy_timeout=0, FULL falls back to PASSIVE when another process is writing: the next round
+            # retries. Usually on the loop, like the writes it holds back: 1-5 ms of copying and two syncs
+            # (measured), where a thread held the gate 3-20 ms, mostly waiting for the GIL and for the loop to see
+            # it finish. But when another process wrote much of the log meanwhile (``refreshd purge``: ~600 frames
+            # a batch), what is left to copy took 14-48 ms: in a thread then, so the loop keeps serving.
+            if second.log - first.log > OTHER_WRITER_FRAMES:
+                await loop.run_in_executor(
+                    self._threads, lambda: _full_checkpoint(self._thread_connection())
+                )
+            elif self._inline is not None:
+                _full_checkpoint(self._inline)
 
-    def _passive_checkpoint(self) -> None:
-        self._thread_connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    def _passive_checkpoint(self) -> WalState:
+        busy, log, copied = (
+            self._thread_connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        )
+        return WalState(busy=bool(busy), log=log, copied=copied)
 
     def _checkpointed(self, done: asyncio.Task[None]) -> None:
         self._checkpoint = None
@@ -597,6 +618,10 @@ def _sqlite_user(row: Any) -> UserRecord | None:
         updated,
         published,
     )
+
+
+def _full_checkpoint(connection: sqlite3.Connection) -> None:
+    connection.execute("PRAGMA wal_checkpoint(FULL)").fetchall()
 
 
 def _transaction(work: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:

@@ -146,11 +146,19 @@ def test_compiled_statements_bind_every_parameter_in_the_drivers_order() -> None
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("full_pass", ["on the loop", "in a thread"])
 async def test_a_checkpoint_round_lets_the_log_start_over_despite_writes_during_it(
-    harness: Harness, settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
+    harness: Harness,
+    settings: Settings,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    full_pass: str,
 ) -> None:
     """Under sustained writes something always lands during the PASSIVE pass; unless the round then finishes the
-    job, the log is never fully copied, never starts over, and grows without bound."""
+    job, the log is never fully copied, never starts over, and grows without bound. The FULL pass runs in a thread
+    when another process wrote much of the log between the passive ones: it must finish the job there too."""
+    if full_pass == "in a thread":
+        monkeypatch.setattr(hotpath, "OTHER_WRITER_FRAMES", -1)
     client = await harness.client(settings.model_copy(update={"refresh_token_rotation": False}))
     hot = harness.apps[-1].state.runtime.hot
     assert isinstance(hot, hotpath.SqliteHotPath)
@@ -167,16 +175,17 @@ async def test_a_checkpoint_round_lets_the_log_start_over_despite_writes_during_
         await refresh()
     passive_checkpoint = hot._passive_checkpoint
 
-    def passive_during_another_write() -> None:
+    def passive_during_another_write() -> hotpath.WalState:
         # Another writer is mid-transaction while the passive pass runs, and commits right after it.
         other = sqlite3.connect(path, isolation_level=None)
         try:
             other.execute("BEGIN IMMEDIATE")
             other.execute("INSERT INTO audit_events (at, event) VALUES ('2026-11-28', 'x')")
-            passive_checkpoint()
+            state = passive_checkpoint()
             other.execute("COMMIT")
         finally:
             other.close()
+        return state
 
     monkeypatch.setattr(hot, "_passive_checkpoint", passive_during_another_write)
     await hot._checkpoint_round()
