@@ -227,6 +227,7 @@ async def test_requests_get_a_postgresql_connection_in_the_order_they_asked(
             completed += 1
 
     await asyncio.gather(*(user() for _ in range(clients)))
-    # In turn, a request is overtaken only by those already waiting when it asked: 31 here, every time (measured).
-    # Barging, some are overtaken three rounds over (up to 94 here without the fix).
-    assert max(overtaken) <= clients, sorted(overtaken)[-10:]
+    # In turn, a request is overtaken only by those already waiting when it asked: 31 here, 33 once (a request's
+    # way through the app to the queue can interleave with another's). Barging, the worst is overtaken two or three
+    # rounds over: 74-94 in runs without the fix.
+    assert max(overtaken) <= clients + clients // 2, sorted(overtaken)[-10:]
