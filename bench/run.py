@@ -26,7 +26,7 @@ from perf import RESULTS, ROOT, database, hashlimit, report
 from perf.database import BackendName
 from perf.profile import markdown, summarize
 from perf.scenarios import SCENARIOS, Context, Options, Outcome, login_checks
-from perf.server import uvicorn_command
+from perf.server import server_command
 
 BACKENDS: tuple[BackendName, ...] = ("sqlite", "postgresql")
 
@@ -157,7 +157,7 @@ def main(argv: list[str]) -> int:
         load_start=load_start,
         load_end=os.getloadavg(),
         database_versions=database_versions,
-        server_command="python " + " ".join(uvicorn_command("<port>", 1)[1:]),
+        server_command="python " + " ".join(server_command("<port>", 1)[1:]),
         hash_limit=limit,
         hash_limit_end=limit_end,
     )

@@ -405,15 +405,6 @@ BUSY_POLL_S = 0.002
 OTHER_WRITER_FRAMES = 1000
 
 
-@dataclass(frozen=True)
-class WalState:
-    """What ``PRAGMA wal_checkpoint`` reports: whether it was blocked, frames in the log, frames copied."""
-
-    busy: bool
-    log: int
-    copied: int
-
-
 def sqlite_time(value: datetime) -> str:
     """SQLAlchemy's storage format for DateTime on SQLite, ``%Y-%m-%d %H:%M:%S.%f``, by isoformat (1.8 µs;
     strftime: 2.6)."""
@@ -537,18 +528,19 @@ class SqliteHotPath:
             # (measured), where a thread held the gate 3-20 ms, mostly waiting for the GIL and for the loop to see
             # it finish. But when another process wrote much of the log meanwhile (``refreshd purge``: ~600 frames
             # a batch), what is left to copy took 14-48 ms: in a thread then, so the loop keeps serving.
-            if second.log - first.log > OTHER_WRITER_FRAMES:
+            if second - first > OTHER_WRITER_FRAMES:
                 await loop.run_in_executor(
                     self._threads, lambda: _full_checkpoint(self._thread_connection())
                 )
             elif self._inline is not None:
                 _full_checkpoint(self._inline)
 
-    def _passive_checkpoint(self) -> WalState:
-        busy, log, copied = (
+    def _passive_checkpoint(self) -> int:
+        """Copy what can be copied without waiting; returns the frames in the log."""
+        _busy, frames, _copied = (
             self._thread_connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         )
-        return WalState(busy=bool(busy), log=log, copied=copied)
+        return int(frames)
 
     def _checkpointed(self, done: asyncio.Task[None]) -> None:
         self._checkpoint = None

@@ -179,7 +179,7 @@ def _wait_workers(server: Server) -> None:
     raise RuntimeError(f"not all {server.workers} workers started:\n{server.log.read_text()}")
 
 
-def uvicorn_command(port: int | str, workers: int) -> list[str]:
+def server_command(port: int | str, workers: int) -> list[str]:
     """One worker: uvicorn as the container runs it. Several: ``refreshd serve --workers N``, the supported way to
     run more than one (uvicorn's own ``--workers`` leaves Nagle's algorithm on: see app/serving.py)."""
     if workers > 1:
@@ -226,7 +226,7 @@ def running(
     port = free_port()
     code = code_version()
     log = workdir / f"server-{backend.name}-{name}.log"
-    command = uvicorn_command(port, workers)
+    command = server_command(port, workers)
     with log.open("wb") as sink:
         process = subprocess.Popen(
             command,

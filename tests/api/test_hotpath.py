@@ -175,17 +175,17 @@ async def test_a_checkpoint_round_lets_the_log_start_over_despite_writes_during_
         await refresh()
     passive_checkpoint = hot._passive_checkpoint
 
-    def passive_during_another_write() -> hotpath.WalState:
+    def passive_during_another_write() -> int:
         # Another writer is mid-transaction while the passive pass runs, and commits right after it.
         other = sqlite3.connect(path, isolation_level=None)
         try:
             other.execute("BEGIN IMMEDIATE")
             other.execute("INSERT INTO audit_events (at, event) VALUES ('2026-11-28', 'x')")
-            state = passive_checkpoint()
+            frames = passive_checkpoint()
             other.execute("COMMIT")
         finally:
             other.close()
-        return state
+        return frames
 
     monkeypatch.setattr(hot, "_passive_checkpoint", passive_during_another_write)
     await hot._checkpoint_round()
