@@ -110,7 +110,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _purge(_args: argparse.Namespace) -> int:
     async def work(settings: Settings, db: Database) -> int:
         done = await purge.purge_all(
-            db,
+            db.write_alone,
             now=system_clock(),
             access_ttl=settings.jwt_expires_in,
             audit_retention=settings.audit_retention,

@@ -22,7 +22,7 @@ from app.api.routers import account, auth, health, sessions, users
 from app.clock import Clock, system_clock
 from app.observability import Metrics, MetricsMiddleware, RequestIdMiddleware, configure_logging
 from app.runtime import Runtime
-from app.services.purge import purge_all
+from app.services.purge import Purged, purge_all
 from app.settings import Settings
 
 logger = logging.getLogger("refreshd")
@@ -116,17 +116,10 @@ def settings_from_environment() -> Settings:
 
 async def purge_periodically(runtime: Runtime) -> None:
     """Delete dead sessions every SESSION_PURGE_INTERVAL; a failed round is logged and retried next time."""
-    settings = runtime.settings
     while True:
-        await asyncio.sleep(settings.session_purge_interval.total_seconds())
+        await asyncio.sleep(runtime.settings.session_purge_interval.total_seconds())
         try:
-            purged = await purge_all(
-                runtime.db,
-                now=runtime.clock(),
-                access_ttl=settings.jwt_expires_in,
-                audit_retention=settings.audit_retention,
-                batch_size=settings.session_purge_batch,
-            )
+            purged = await purge_once(runtime)
             if purged.sessions or purged.codes or purged.audit_events:
                 logger.info(
                     "purged %d sessions, %d codes, %d audit events",
@@ -136,6 +129,18 @@ async def purge_periodically(runtime: Runtime) -> None:
                 )
         except Exception:
             logger.exception("session purge failed; retrying at the next interval")
+
+
+async def purge_once(runtime: Runtime) -> Purged:
+    """One purge round inside the server: batches go through the hot path, taking turns with the requests."""
+    settings = runtime.settings
+    return await purge_all(
+        runtime.hot.write_alone,
+        now=runtime.clock(),
+        access_ttl=settings.jwt_expires_in,
+        audit_retention=settings.audit_retention,
+        batch_size=settings.session_purge_batch,
+    )
 
 
 def _safe_url(settings: Settings) -> str:

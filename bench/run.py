@@ -25,7 +25,7 @@ import asyncpg
 from perf import RESULTS, ROOT, database, hashlimit, report
 from perf.database import BackendName
 from perf.profile import markdown, summarize
-from perf.scenarios import SCENARIOS, Context, Options, Outcome, login_checks
+from perf.scenarios import OPTIONAL_SCENARIOS, SCENARIOS, Context, Options, Outcome, login_checks
 from perf.server import server_command
 
 BACKENDS: tuple[BackendName, ...] = ("sqlite", "postgresql")
@@ -86,7 +86,7 @@ def main(argv: list[str]) -> int:
         return 2
     duration = args.duration or (5.0 if args.quick else 15.0)
     warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 3.0)
-    scenarios = args.scenario or list(SCENARIOS)
+    scenarios = args.scenario or [name for name in SCENARIOS if name not in OPTIONAL_SCENARIOS]
     backends: list[BackendName] = args.backend or list(BACKENDS)
     started = datetime.now(UTC)
     workdir = Path(tempfile.mkdtemp(prefix="refreshd-bench-"))

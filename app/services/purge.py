@@ -3,22 +3,27 @@
 Each batch is one DELETE committed on its own, chosen through an index, followed by a pause twice as long as it
 took: the purge holds the database's write lock (SQLite) or its I/O (PostgreSQL) only while a statement runs, at
 most a third of the time, so live traffic gets its turn between batches instead of waiting behind one long
-delete, a run of back-to-back batches, or a transaction kept open across round trips.
+delete, a run of back-to-back batches, or a transaction kept open across round trips. Inside the server the
+pause is a sleep on a busy event loop, which lasts longer: under load the purge slows down and leaves the
+requests their time (bench/README.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, or_, select
+from sqlalchemy import ColumnElement, Delete, Select, delete, or_, select
 
-from app.db import Database
 from app.models import AccountToken, AuditEvent, Session
+
+# Commits one batch on its own and returns the rows it deleted: ``Database.write_alone`` for a job of its own (the
+# CLI), the hot path's ``write_alone`` inside the server, where batches take turns with the requests' writes.
+Writer = Callable[[Delete], Awaitable[int]]
 
 # Pause after each batch, per second the batch took. Measured on SQLite, refresh under load while 300,000 sessions
 # were purged (bench/README.md): 1 (half the time) gave p99 98 ms at 1,285 req/s and 5,467 purged/s; 2 gave
@@ -48,7 +53,7 @@ def batch_ids(table: PurgedTable, condition: ColumnElement[bool], batch_size: in
 
 
 async def _delete_in_batches(
-    db: Database,
+    write: Writer,
     table: PurgedTable,
     conditions: Sequence[ColumnElement[bool]],
     *,
@@ -66,7 +71,7 @@ async def _delete_in_batches(
             await asyncio.sleep(took * PAUSE_PER_BATCH_TIME)
             started = time.monotonic()
             ids = batch_ids(table, condition, batch_size).scalar_subquery()
-            deleted = await db.write_alone(
+            deleted = await write(
                 delete(table).where(table.id.in_(ids)).execution_options(synchronize_session=False)
             )
             took = time.monotonic() - started
@@ -78,7 +83,7 @@ async def _delete_in_batches(
 
 
 async def purge_sessions(
-    db: Database,
+    write: Writer,
     *,
     now: datetime,
     access_ttl: timedelta,
@@ -87,7 +92,7 @@ async def purge_sessions(
 ) -> int:
     """Delete dead sessions batch by batch; returns how many rows went."""
     return await _delete_in_batches(
-        db,
+        write,
         Session,
         dead_sessions(now, access_ttl),
         batch_size=batch_size,
@@ -95,16 +100,18 @@ async def purge_sessions(
     )
 
 
-async def purge_codes(db: Database, *, now: datetime, batch_size: int) -> int:
+async def purge_codes(write: Writer, *, now: datetime, batch_size: int) -> int:
     """Used or expired one-time codes."""
     # One condition: the table holds only short-lived codes, and a used code is rarely still unexpired.
     condition = or_(AccountToken.used_at.is_not(None), AccountToken.expires_at <= now)
-    return await _delete_in_batches(db, AccountToken, [condition], batch_size=batch_size)
+    return await _delete_in_batches(write, AccountToken, [condition], batch_size=batch_size)
 
 
-async def purge_audit(db: Database, *, before: datetime, batch_size: int) -> int:
+async def purge_audit(write: Writer, *, before: datetime, batch_size: int) -> int:
     """Audit events older than the retention."""
-    return await _delete_in_batches(db, AuditEvent, [AuditEvent.at < before], batch_size=batch_size)
+    return await _delete_in_batches(
+        write, AuditEvent, [AuditEvent.at < before], batch_size=batch_size
+    )
 
 
 @dataclass(frozen=True)
@@ -115,7 +122,7 @@ class Purged:
 
 
 async def purge_all(
-    db: Database,
+    write: Writer,
     *,
     now: datetime,
     access_ttl: timedelta,
@@ -123,7 +130,7 @@ async def purge_all(
     batch_size: int,
 ) -> Purged:
     return Purged(
-        sessions=await purge_sessions(db, now=now, access_ttl=access_ttl, batch_size=batch_size),
-        codes=await purge_codes(db, now=now, batch_size=batch_size),
-        audit_events=await purge_audit(db, before=now - audit_retention, batch_size=batch_size),
+        sessions=await purge_sessions(write, now=now, access_ttl=access_ttl, batch_size=batch_size),
+        codes=await purge_codes(write, now=now, batch_size=batch_size),
+        audit_events=await purge_audit(write, before=now - audit_retention, batch_size=batch_size),
     )

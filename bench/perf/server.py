@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,8 +221,10 @@ def running(
     *,
     rotation: bool,
     workers: int = 1,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[Server]:
-    """One uvicorn server (``workers`` processes), ready on /readyz; stopped with SIGTERM on exit."""
+    """One uvicorn server (``workers`` processes), ready on /readyz; stopped with SIGTERM on exit. ``env``
+    overrides settings for this server."""
     port = free_port()
     code = code_version()
     log = workdir / f"server-{backend.name}-{name}.log"
@@ -231,7 +233,7 @@ def running(
         process = subprocess.Popen(
             command,
             cwd=ROOT,
-            env=server_env(backend, keys, rotation=rotation),
+            env={**server_env(backend, keys, rotation=rotation), **(env or {})},
             stdout=sink,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.models import AuditEvent, Session
@@ -18,6 +18,7 @@ from app.services import hotpath
 from app.settings import Settings
 from tests.api.helpers import bearer, error_of, login, register
 from tests.conftest import Harness
+from tests.support import FakeClock
 
 
 async def _count(database_url: str, event: str) -> int:
@@ -199,6 +200,40 @@ async def test_a_checkpoint_round_lets_the_log_start_over_despite_writes_during_
         probe.close()
     # The one refresh since; without the round's FULL pass, every frame is still there.
     assert 0 < frames <= 10
+
+
+def _frames_in_log(path: str) -> int:
+    probe = sqlite3.connect(path, isolation_level=None)
+    try:
+        _busy, frames, _copied = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(frames)
+    finally:
+        probe.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_purge_batch_counts_its_rows_toward_the_next_checkpoint(
+    harness: Harness, settings: Settings, database_url: str, clock: FakeClock
+) -> None:
+    """A batch of deletes appends as much to the log as many requests: counted as one commit, a purge of a
+    million sessions would run ten thousand batches between two checkpoint rounds, gigabytes of log."""
+    client = await harness.client(settings)
+    hot = harness.apps[-1].state.runtime.hot
+    assert isinstance(hot, hotpath.SqliteHotPath)
+    await register(client)
+    hot.checkpoint_every = 10**9
+    for _ in range(9):
+        assert (await login(client)).status_code == 200
+    # The next round falls due five changes from here: a ten-row batch reaches it, a commit counted as one would not.
+    hot.checkpoint_every = hot._changes + 5
+    path = database_url.removeprefix("sqlite+aiosqlite:///")
+    assert _frames_in_log(path) > 0
+    clock.advance(timedelta(hours=1))  # the access-only sessions are over
+    deleted = await hot.write_alone(delete(Session).where(Session.expires_at <= clock.now))
+    assert deleted == 10
+    await hot.wait_for_checkpoint()
+    await login(client)  # the first write after a full round starts the log over
+    assert 0 < _frames_in_log(path) <= 10
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import httpx
+import pytest
 from jose import jwt as jose_jwt
 from sqlalchemy import func, select, update
 
 from app.db import Database
 from app.models import Session
-from app.services.purge import batch_ids, dead_sessions, purge_sessions
+from app.services.purge import Writer, batch_ids, dead_sessions, purge_sessions
 from app.settings import Settings
 from tests.api.helpers import bearer, login, register
+from tests.conftest import Harness
 from tests.support import FakeClock
 
 
@@ -21,8 +24,24 @@ async def _count(db: Database) -> int:
         return int(await session.scalar(select(func.count()).select_from(Session)) or 0)
 
 
+@pytest.fixture(params=["job", "server"])
+async def write(
+    request: pytest.FixtureRequest, harness: Harness, client: httpx.AsyncClient, settings: Settings
+) -> AsyncIterator[Writer]:
+    """How a purge commits its batches: on a Database of its own (``refreshd purge``), or on the running server's
+    hot path (its periodic purge), next to the requests."""
+    if request.param == "server":
+        yield harness.apps[-1].state.runtime.hot.write_alone
+        return
+    db = Database(settings)
+    try:
+        yield db.write_alone
+    finally:
+        await db.dispose()
+
+
 async def test_purge_deletes_only_dead_sessions(
-    client: httpx.AsyncClient, settings: Settings, clock: FakeClock
+    client: httpx.AsyncClient, settings: Settings, clock: FakeClock, write: Writer
 ) -> None:
     await register(client)  # an access-only session: dead once its 15 minutes are over
     live = (await login(client, requestRefresh=True)).json()
@@ -46,16 +65,16 @@ async def test_purge_deletes_only_dead_sessions(
         )
         assert refreshed.status_code == 200
         deleted = await purge_sessions(
-            db, now=clock.now, access_ttl=timedelta(minutes=15), batch_size=1
+            write, now=clock.now, access_ttl=timedelta(minutes=15), batch_size=1
         )
         assert deleted == 3  # access-only and over, revoked, past its absolute end
         assert await _count(db) == 1
         # Idle for 30 days plus an access token's life: the refresh token can never be used again.
         ttl = timedelta(minutes=15)
         clock.advance(timedelta(days=30, minutes=14))
-        assert await purge_sessions(db, now=clock.now, access_ttl=ttl, batch_size=9) == 0
+        assert await purge_sessions(write, now=clock.now, access_ttl=ttl, batch_size=9) == 0
         clock.advance(timedelta(minutes=2))
-        assert await purge_sessions(db, now=clock.now, access_ttl=ttl, batch_size=9) == 1
+        assert await purge_sessions(write, now=clock.now, access_ttl=ttl, batch_size=9) == 1
         assert await _count(db) == 0
     finally:
         await db.dispose()
@@ -71,7 +90,11 @@ async def test_purge_stops_after_max_batches(
     db = Database(settings)
     try:
         deleted = await purge_sessions(
-            db, now=clock.now, access_ttl=timedelta(minutes=15), batch_size=2, max_batches=2
+            db.write_alone,
+            now=clock.now,
+            access_ttl=timedelta(minutes=15),
+            batch_size=2,
+            max_batches=2,
         )
         assert deleted == 4
         assert await _count(db) == 2
