@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+import threading
 from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
@@ -234,6 +235,47 @@ async def test_a_purge_batch_counts_its_rows_toward_the_next_checkpoint(
     await hot.wait_for_checkpoint()
     await login(client)  # the first write after a full round starts the log over
     assert 0 < _frames_in_log(path) <= 10
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_purge_batch_waits_for_the_checkpoint_round_in_progress(
+    harness: Harness,
+    settings: Settings,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch written during a round lands in the log between its passes: the last one, which holds the write
+    gate, would have to copy the batch's pages while every request's write waits."""
+    client = await harness.client(settings)
+    hot = harness.apps[-1].state.runtime.hot
+    assert isinstance(hot, hotpath.SqliteHotPath)
+    hot.checkpoint_every = 10**9
+    await register(client)
+    assert (await login(client)).status_code == 200
+    passive_checkpoint = hot._passive_checkpoint
+    copying = threading.Event()
+    release = threading.Event()
+
+    def slow_passive_checkpoint() -> int:
+        copying.set()
+        assert release.wait(timeout=30)
+        return passive_checkpoint()
+
+    monkeypatch.setattr(hot, "_passive_checkpoint", slow_passive_checkpoint)
+    hot.checkpoint_every = 1
+    clock.advance(timedelta(hours=1))
+    assert (await login(client)).status_code == 200  # its commit starts a round
+    await asyncio.to_thread(copying.wait, 30)
+    batch = asyncio.create_task(
+        hot.write_alone(delete(Session).where(Session.expires_at <= clock.now))
+    )
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not batch.done()
+    release.set()
+    assert (
+        await batch == 2
+    )  # the sessions of the registration and the first login, over for 45 minutes
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
