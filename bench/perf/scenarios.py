@@ -29,6 +29,9 @@ TARGET_REFRESH_RPS = 1600.0
 TARGET_ME_RPS = 950.0
 TARGET_ROTATION_RPS = 2 * STRAPI_REFRESH_RPS
 CONNECTIONS = 64
+# The issue's "bare FastAPI JSON endpoint on one uvicorn worker" on the machine where Strapi was measured: how fast
+# a given machine is, next to the one the absolute targets were set on.
+REFERENCE_BARE_RPS = 4500.0
 LOGIN_CONNECTIONS = 16
 THREADS = 2
 TOKEN_SESSIONS = 256  # sessions per measured run: 4 per connection
@@ -313,6 +316,11 @@ def generator(ctx: Context) -> None:
     ctx.note(
         f"load generator: wrk used {row.wrk.cores:.2f} cores for {row.wrk.rps:,.0f} req/s on /healthz "
         f"({row.wrk.cpu_seconds / max(row.wrk.requests, 1) * 1e6:.0f} µs CPU per request)"
+    )
+    ctx.note(
+        f"machine speed: /healthz at {row.wrk.rps:,.0f} req/s is {row.wrk.rps / REFERENCE_BARE_RPS:.0%} of the "
+        f"~{REFERENCE_BARE_RPS:,.0f} req/s the issue measured for a bare FastAPI endpoint on the machine its "
+        "targets come from: absolute figures scale with it"
     )
 
 
