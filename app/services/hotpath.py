@@ -14,8 +14,9 @@ asyncpg or sqlite3: no ORM, no unit of work, no per-request compilation, no SQLA
   the operation is handed to a thread that retries every 2 ms for up to ``SQLITE_BUSY_TIMEOUT_MS``, so the event
   loop never blocks on a lock. The server's own purge runs its batches here too (``write_alone``), between the
   requests' writes. This connection never checkpoints in its commits (``wal_autocheckpoint=0``): every
-  ``CHECKPOINT_EVERY`` changes (a request's write counts one, a batch its rows) a thread checkpoints PASSIVE twice (blocks nobody, copies most of the log), then
-  the loop runs FULL while holding the write gate (copies the rest, so the next write starts the log over).
+  ``CHECKPOINT_EVERY`` changes (a request's write counts one, a batch its rows) a thread checkpoints PASSIVE
+  twice (blocks nobody, copies most of the log), then the loop runs FULL while holding the write gate (copies
+  the rest, so the next write starts the log over).
   Without that last step a sustained write load never lets a checkpoint catch up, and the log grows without bound
   (measured: 30 MB/s at 1,600 refreshes/s, 4 GB during a purge).
 
