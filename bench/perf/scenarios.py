@@ -618,32 +618,41 @@ _PURGED = re.compile(r"purged (\d+) sessions")
 
 def purge_job(ctx: Context) -> None:
     """Refresh while ``refreshd purge``, a process of its own (a cron job), deletes N expired sessions (batches
-    of SESSION_PURGE_BATCH). Not in the default run: the target is judged on the server's own purge."""
+    of SESSION_PURGE_BATCH), measured over the same window as ``purge``: the job starts PURGE_START_S into the
+    measured load, which runs for PURGE_WINDOW_DURATIONS durations; the rest of the job runs without load, timed.
+    Not in the default run: the target is judged on the server's own purge."""
     rows = ctx.options.bulk_rows
     marker = "refreshd-bench-expired"
     loaded = database.bulk_insert(ctx.backend, rows, ctx.options.users, expired=True, marker=marker)
     ctx.note(f"bulk-loaded {loaded.rows:,} expired sessions in {loaded.seconds:.1f} s")
     command = ["uv", "run", "--frozen", "refreshd", "purge"]
-    ran: dict[str, object] = {}
+    window = PURGE_WINDOW_DURATIONS * ctx.options.duration
+    seen: dict[str, float] = {}
+    job: list[subprocess.Popen[str]] = []
+
+    def expired() -> int:
+        return database.count_sessions(ctx.backend, expired_before=datetime.now(UTC))
 
     with running(ctx.backend, ctx.keys, ctx.options.workdir, "purge-job", rotation=False) as server:
         warm_up(ctx, server, _refresh_load(ctx, "purge-job-warm"))
 
-        def purge_now() -> None:
-            time.sleep(1.0)  # load first, then the purge starts under it
-            started = time.perf_counter()
-            finished = subprocess.run(
-                command,
-                cwd=ROOT,
-                env=server_env(ctx.backend, ctx.keys, rotation=False),
-                capture_output=True,
-                text=True,
-                check=False,
+        def during_the_job() -> None:
+            seen["before"] = expired()
+            time.sleep(PURGE_START_S)  # load first, then the purge starts under it
+            seen["started"] = time.monotonic()
+            job.append(
+                subprocess.Popen(
+                    command,
+                    cwd=ROOT,
+                    env=server_env(ctx.backend, ctx.keys, rotation=False),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
             )
-            ran["seconds"] = time.perf_counter() - started
-            ran["output"] = (finished.stdout + finished.stderr).strip()
-            ran["status"] = finished.returncode
-            time.sleep(1.0)
+            time.sleep(window)
+            seen["under_load"] = seen["before"] - expired()
+            seen["window"] = time.monotonic() - seen["started"]
 
         row = measure(
             ctx,
@@ -651,17 +660,26 @@ def purge_job(ctx: Context) -> None:
             "purge-job",
             f"refresh during `refreshd purge` of {rows:,} expired",
             _refresh_load(ctx, "purge-job"),
-            during=purge_now,
+            during=during_the_job,
         )
-    output = str(ran.get("output", ""))
+        unloaded = time.monotonic()
+        output, _ = job[0].communicate(timeout=PURGE_TIMEOUT_S)
+        unloaded = time.monotonic() - unloaded
     match = _PURGED.search(output)
     purged = int(match.group(1)) if match else 0
     left = database.count_sessions(ctx.backend, marker=marker)
-    seconds = float(str(ran.get("seconds", 0.0)))
-    ctx.outcome.commands.append(" ".join(command) + "  # with the server's environment, under load")
+    before = int(seen.get("before", 0))
+    under_load = int(seen.get("under_load", 0))
+    rest = before - under_load
+    ctx.outcome.commands.append(
+        " ".join(command)
+        + f"  # with the server's environment, started {PURGE_START_S} s into the measured load"
+    )
     ctx.note(
-        f"`refreshd purge` exited {ran.get('status')} after {seconds:.1f} s: {output!r} "
-        f"({purged / seconds if seconds else 0:,.0f} sessions/s); {left:,} expired bench sessions left"
+        f"`refreshd purge` exited {job[0].returncode}: {output.strip()!r}; it deleted {under_load:,} of {before:,} "
+        f"expired sessions in the {seen.get('window', 0):.0f} s measured after it began "
+        f"({under_load / seen.get('window', 1):,.0f}/s under load), then the other {rest:,} in {unloaded:.0f} s "
+        f"without load ({rest / unloaded if unloaded else 0:,.0f}/s); {left:,} expired bench sessions left"
     )
     _purge_checks(
         ctx,
