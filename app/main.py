@@ -132,7 +132,7 @@ async def purge_periodically(runtime: Runtime) -> None:
 
 
 async def purge_once(runtime: Runtime) -> Purged:
-    """One purge round inside the server: batches go through the hot path, taking turns with the requests."""
+    """One purge round inside the server: batches go through the hot path, beside the requests."""
     settings = runtime.settings
     return await purge_all(
         runtime.hot.write_alone,

@@ -22,7 +22,7 @@ from sqlalchemy import ColumnElement, Delete, Select, delete, or_, select
 from app.models import AccountToken, AuditEvent, Session
 
 # Commits one batch on its own and returns the rows it deleted: ``Database.write_alone`` for a job of its own (the
-# CLI), the hot path's ``write_alone`` inside the server, where batches take turns with the requests' writes.
+# CLI), the hot path's ``write_alone`` inside the server, beside the requests (on SQLite, between their writes).
 Writer = Callable[[Delete], Awaitable[int]]
 
 # Pause after each batch, per second the batch took. Measured on SQLite, refresh under load while 300,000 sessions

@@ -279,6 +279,31 @@ async def test_a_purge_batch_waits_for_the_checkpoint_round_in_progress(
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_a_postgresql_purge_batch_does_not_queue_behind_the_requests(
+    harness: Harness, settings: Settings, clock: FakeClock
+) -> None:
+    """Batches run on a connection of their own: with every request connection's turn taken (a saturated server),
+    a batch still runs at once instead of waiting its turn behind each queued request."""
+    client = await harness.client(settings)
+    hot = harness.apps[-1].state.runtime.hot
+    assert isinstance(hot, hotpath.PostgresHotPath)
+    await register(client)
+    assert (await login(client)).status_code == 200
+    clock.advance(timedelta(hours=1))  # the access-only sessions are over
+    for _ in range(settings.db_pool_size):
+        await hot._turns.acquire()
+    try:
+        deleted = await asyncio.wait_for(
+            hot.write_alone(delete(Session).where(Session.expires_at <= clock.now)), timeout=30
+        )
+    finally:
+        for _ in range(settings.db_pool_size):
+            hot._turns.release()
+    assert deleted == 2  # registering's and logging in's access-only sessions
+    assert (await login(client)).status_code == 200  # the requests' turns work as before
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 async def test_requests_get_a_postgresql_connection_in_the_order_they_asked(
     harness: Harness, settings: Settings
 ) -> None:
