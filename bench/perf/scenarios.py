@@ -520,6 +520,52 @@ PURGE_TIMEOUT_S = 1800.0
 POLL_S = 1.0
 
 
+@dataclass
+class PurgeWindow:
+    """What a purge did in the measured window under load, and after it without load."""
+
+    before: int = 0  # expired when it began
+    under_load: int = 0  # deleted in the window
+    seconds: float = 0.0  # the window, from the purge's start
+    unloaded_seconds: float = 0.0  # the rest of the purge, after the load stopped
+
+    def describe(self) -> str:
+        rest = self.before - self.under_load
+        unloaded = (
+            f"{self.unloaded_seconds:.0f} s without load ({rest / self.unloaded_seconds:,.0f}/s, to within "
+            f"{POLL_S:.0f} s)"
+            if self.unloaded_seconds >= POLL_S
+            else f"under {POLL_S:.0f} s without load"
+        )
+        return (
+            f"it deleted {self.under_load:,} of {self.before:,} expired sessions in the {self.seconds:.0f} s "
+            f"measured after it began ({self.under_load / (self.seconds or 1):,.0f}/s under load), then the "
+            f"other {rest:,} in {unloaded}"
+        )
+
+
+def _expired_now(ctx: Context) -> int:
+    return database.count_sessions(ctx.backend, expired_before=datetime.now(UTC))
+
+
+def _measure_purge(
+    ctx: Context, server: Server, scenario: str, label: str, begin: Callable[[], int]
+) -> tuple[Row, PurgeWindow]:
+    """Refresh load while a purge runs: ``begin`` returns, once the purge has started, how many sessions were
+    expired before it; the load then runs for PURGE_WINDOW_DURATIONS scenario durations and stops."""
+    seen = PurgeWindow()
+
+    def during() -> None:
+        seen.before = begin()
+        started = time.monotonic()
+        time.sleep(PURGE_WINDOW_DURATIONS * ctx.options.duration)
+        seen.under_load = seen.before - _expired_now(ctx)
+        seen.seconds = time.monotonic() - started
+
+    row = measure(ctx, server, scenario, label, _refresh_load(ctx, scenario), during=during)
+    return row, seen
+
+
 def purge(ctx: Context) -> None:
     """Refresh while the server's own purge (every SESSION_PURGE_INTERVAL: how a deployment purges by default)
     deletes N expired sessions (batches of SESSION_PURGE_BATCH). The interval is set so that the first round
@@ -529,11 +575,14 @@ def purge(ctx: Context) -> None:
     loaded = database.bulk_insert(ctx.backend, rows, ctx.options.users, expired=True, marker=marker)
     ctx.note(f"bulk-loaded {loaded.rows:,} expired sessions in {loaded.seconds:.1f} s")
     interval = f"{math.ceil(ctx.options.warmup) + PURGE_START_S}s"
-    window = PURGE_WINDOW_DURATIONS * ctx.options.duration
-    seen: dict[str, float] = {}
 
-    def expired() -> int:
-        return database.count_sessions(ctx.backend, expired_before=datetime.now(UTC))
+    def once_it_began() -> int:
+        began = time.monotonic()
+        before = left = _expired_now(ctx)
+        while left == before and time.monotonic() - began < PURGE_START_S + 30:
+            time.sleep(POLL_S / 4)
+            left = _expired_now(ctx)
+        return before
 
     with running(
         ctx.backend,
@@ -544,53 +593,33 @@ def purge(ctx: Context) -> None:
         env={"SESSION_PURGE_INTERVAL": interval},
     ) as server:
         warm_up(ctx, server, _refresh_load(ctx, "purge-warm"))
-
-        def during_the_purge() -> None:
-            began = time.monotonic()
-            seen["before"] = left = expired()
-            while left == seen["before"] and time.monotonic() - began < PURGE_START_S + 30:
-                time.sleep(POLL_S / 4)
-                left = expired()
-            seen["started"] = time.monotonic()
-            time.sleep(window)
-            seen["under_load"] = seen["before"] - expired()
-            seen["window"] = time.monotonic() - seen["started"]
-
-        row = measure(
+        row, seen = _measure_purge(
             ctx,
             server,
             "purge",
             f"refresh during the server's purge of {rows:,} expired",
-            _refresh_load(ctx, "purge"),
-            during=during_the_purge,
+            once_it_began,
         )
         unloaded = time.monotonic()
-        left = expired()
+        left = _expired_now(ctx)
         while left and time.monotonic() - unloaded < PURGE_TIMEOUT_S:
             time.sleep(POLL_S)
-            left = expired()
-        unloaded = time.monotonic() - unloaded
-    before = int(seen.get("before", 0))
-    under_load = int(seen.get("under_load", 0))
-    rest = before - under_load
+            left = _expired_now(ctx)
+        seen.unloaded_seconds = time.monotonic() - unloaded
     ctx.outcome.commands.append(
         f"SESSION_PURGE_INTERVAL={interval}  # in the server's environment: its first purge starts "
         f"~{PURGE_START_S} s into the measured load"
     )
-    ctx.note(
-        f"the server's purge deleted {under_load:,} of {before:,} expired sessions in the {seen.get('window', 0):.0f} s "
-        f"measured after it began ({under_load / seen.get('window', 1):,.0f}/s under load), then the other "
-        f"{rest:,} in {unloaded:.0f} s without load ({rest / unloaded if unloaded else 0:,.0f}/s, to within "
-        f"{POLL_S:.0f} s); {left:,} left"
-    )
+    ctx.note(f"the server's purge: {seen.describe()}; {left:,} left")
     _purge_checks(
         ctx,
         "refresh during the purge",
         row,
         (
             f"the purge of the {rows:,} expired sessions ran through the measurement and finished",
-            f"{before:,} expired when the measured load began, {under_load:,} purged under it, {left:,} left",
-            before >= rows and 0 < under_load < before and left == 0,
+            f"{seen.before:,} expired when the measured load began, {seen.under_load:,} purged under it, "
+            f"{left:,} left",
+            seen.before >= rows and 0 < seen.under_load < seen.before and left == 0,
         ),
         left=left,
         marker=marker,
@@ -626,20 +655,14 @@ def purge_job(ctx: Context) -> None:
     loaded = database.bulk_insert(ctx.backend, rows, ctx.options.users, expired=True, marker=marker)
     ctx.note(f"bulk-loaded {loaded.rows:,} expired sessions in {loaded.seconds:.1f} s")
     command = ["uv", "run", "--frozen", "refreshd", "purge"]
-    window = PURGE_WINDOW_DURATIONS * ctx.options.duration
-    seen: dict[str, float] = {}
     job: list[subprocess.Popen[str]] = []
-
-    def expired() -> int:
-        return database.count_sessions(ctx.backend, expired_before=datetime.now(UTC))
 
     with running(ctx.backend, ctx.keys, ctx.options.workdir, "purge-job", rotation=False) as server:
         warm_up(ctx, server, _refresh_load(ctx, "purge-job-warm"))
 
-        def during_the_job() -> None:
-            seen["before"] = expired()
+        def start_the_job() -> int:
+            before = _expired_now(ctx)
             time.sleep(PURGE_START_S)  # load first, then the purge starts under it
-            seen["started"] = time.monotonic()
             job.append(
                 subprocess.Popen(
                     command,
@@ -650,36 +673,28 @@ def purge_job(ctx: Context) -> None:
                     text=True,
                 )
             )
-            time.sleep(window)
-            seen["under_load"] = seen["before"] - expired()
-            seen["window"] = time.monotonic() - seen["started"]
+            return before
 
-        row = measure(
+        row, seen = _measure_purge(
             ctx,
             server,
             "purge-job",
             f"refresh during `refreshd purge` of {rows:,} expired",
-            _refresh_load(ctx, "purge-job"),
-            during=during_the_job,
+            start_the_job,
         )
         unloaded = time.monotonic()
         output, _ = job[0].communicate(timeout=PURGE_TIMEOUT_S)
-        unloaded = time.monotonic() - unloaded
+        seen.unloaded_seconds = time.monotonic() - unloaded
     match = _PURGED.search(output)
     purged = int(match.group(1)) if match else 0
     left = database.count_sessions(ctx.backend, marker=marker)
-    before = int(seen.get("before", 0))
-    under_load = int(seen.get("under_load", 0))
-    rest = before - under_load
     ctx.outcome.commands.append(
         " ".join(command)
         + f"  # with the server's environment, started {PURGE_START_S} s into the measured load"
     )
     ctx.note(
-        f"`refreshd purge` exited {job[0].returncode}: {output.strip()!r}; it deleted {under_load:,} of {before:,} "
-        f"expired sessions in the {seen.get('window', 0):.0f} s measured after it began "
-        f"({under_load / seen.get('window', 1):,.0f}/s under load), then the other {rest:,} in {unloaded:.0f} s "
-        f"without load ({rest / unloaded if unloaded else 0:,.0f}/s); {left:,} expired bench sessions left"
+        f"`refreshd purge` exited {job[0].returncode}: {output.strip()!r}; {seen.describe()}; "
+        f"{left:,} expired bench sessions left"
     )
     _purge_checks(
         ctx,
