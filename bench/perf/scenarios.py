@@ -635,11 +635,10 @@ def _purge_checks(
     _error_check(ctx, what, row)
     ctx.check(*finished)
     if left:
-        database.delete_marked(ctx.backend, marker)
+        database.delete_marked(ctx.backend, marker)  # settles too
     else:
-        database.settle(
-            ctx.backend
-        )  # the purged million's dead rows, as autovacuum would reclaim them
+        # The purged rows are dead rows now: reclaimed as autovacuum would.
+        database.settle(ctx.backend)
 
 
 _PURGED = re.compile(r"purged (\d+) sessions")
