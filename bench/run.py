@@ -25,7 +25,7 @@ import asyncpg
 from perf import RESULTS, ROOT, database, hashlimit, report
 from perf.database import BackendName
 from perf.profile import markdown, summarize
-from perf.scenarios import OPTIONAL_SCENARIOS, SCENARIOS, Context, Options, Outcome, login_checks
+from perf.scenarios import OPTIONAL_SCENARIOS, SCENARIOS, Context, Options, Outcome
 from perf.server import server_command
 
 BACKENDS: tuple[BackendName, ...] = ("sqlite", "postgresql")
@@ -90,15 +90,15 @@ def main(argv: list[str]) -> int:
     backends: list[BackendName] = args.backend or list(BACKENDS)
     started = datetime.now(UTC)
     workdir = Path(tempfile.mkdtemp(prefix="refreshd-bench-"))
-    options = Options(duration, warmup, args.users, args.rows, args.profile, workdir)
+    hash_seconds = args.hash_seconds or (3.0 if args.quick else 5.0)
+    options = Options(duration, warmup, args.users, args.rows, args.profile, workdir, hash_seconds)
     outcome = Outcome()
     load_start = os.getloadavg()
     print(f"work directory {workdir}; scenarios {', '.join(scenarios)}", flush=True)
 
     limit = None
     if {"login", "refresh-under-login"} & set(scenarios):
-        seconds = args.hash_seconds or (3.0 if args.quick else 5.0)
-        limit = hashlimit.measure(seconds)
+        limit = hashlimit.measure(hash_seconds)
         print(
             f"hash limit: {limit.per_second:.1f} verifies/s ({limit.threads} threads)", flush=True
         )
@@ -137,7 +137,6 @@ def main(argv: list[str]) -> int:
     if limit is not None:
         limit_end = hashlimit.measure(limit.seconds)
         print(f"hash limit again: {limit_end.per_second:.1f} verifies/s", flush=True)
-        login_checks(outcome, max(limit, limit_end, key=lambda h: h.per_second))
 
     if args.profile:
         for raw in sorted(workdir.glob("profile-*.txt")):

@@ -186,8 +186,8 @@ def render(info: RunInfo, outcome: Outcome, backends: list[str]) -> str:
         lines.append(
             f"- Hash limit: **{h.per_second:.1f} verifies/s** ({h.threads} threads x argon2id "
             f"m={h.params.memory_cost} t={h.params.time_cost} p={h.params.parallelism}, {h.verifies} verifies "
-            f"in {h.seconds:.1f} s, measured before the servers started{again}; the login target uses the "
-            "higher of the two)"
+            f"in {h.seconds:.1f} s, measured before the servers started{again}: how much the machine's speed "
+            "drifted; each login row is judged against the limit measured right around it)"
         )
     with_code = len({row.code for row in outcome.rows}) > 1
     for backend in backends:
