@@ -741,21 +741,21 @@ def two_workers(ctx: Context) -> None:
     ctx.check(
         "two workers ≥ 1.5x one worker (refresh)",
         f"{two.wrk.rps:,.0f} vs {one.wrk.rps:,.0f} req/s ({ratio:.2f}x); the machine at "
-        f"{two.machine_cores:.2f} of {cores} cores; ceiling {workers_ceiling(one, cores):.2f}x",
+        f"{two.machine_cores:.2f} of {cores} cores",
         ratio >= 1.5,
     )
+    needed = cores / (1.5 * one.wrk.rps) * 1e6 if one.wrk.rps else 0.0
     ctx.note(
-        f"two workers' ceiling: at one worker the machine's CPU per request (server, database, wrk) was "
-        f"{one.machine_cores / one.wrk.rps * 1e6 if one.wrk.rps else 0:,.0f} µs; all {cores} cores at that cost "
-        f"serve {workers_ceiling(one, cores):.2f}x one worker's rate, if a second worker cost nothing more"
+        f"two workers: 1.5x one worker ({1.5 * one.wrk.rps:,.0f} req/s) needs the machine's CPU per request "
+        f"(server, database and wrk together) at most {needed:,.0f} µs with all {cores} cores busy; it was "
+        f"{cpu_per_request_us(one):,.0f} µs with one worker and {cpu_per_request_us(two):,.0f} µs with two"
     )
     _error_check(ctx, "two workers", two)
 
 
-def workers_ceiling(one: Row, cores: int) -> float:
-    """The most any number of workers can serve, as a multiple of ``one`` (one worker's row): every core busy at
-    the machine's CPU per request when one worker ran (server, database and load generator together)."""
-    return cores / one.machine_cores if one.machine_cores else 0.0
+def cpu_per_request_us(row: Row) -> float:
+    """The whole machine's CPU per answered request while ``row`` was measured, in µs."""
+    return row.machine_cores / row.wrk.rps * 1e6 if row.wrk.rps else 0.0
 
 
 # --- Profiling ----------------------------------------------------------------------------------------------------
