@@ -6,8 +6,8 @@ asyncpg or sqlite3: no ORM, no unit of work, no per-request compilation, no SQLA
 
 - **PostgreSQL**: a refresh is one round trip. The conditional UPDATE that rotates (or touches) the session and the
   INSERT of its audit row are one statement, a data-modifying CTE, atomic on its own: the audit row exists exactly
-  when the update happened. Connections come from an asyncpg pool of ``DB_POOL_SIZE``, taken in turn; the
-  server's purge batches (``write_alone``) run on a connection of their own.
+  when the update happened. Up to ``DB_POOL_SIZE`` asyncpg connections are handed out in turn (``FairPool``);
+  the server's purge batches (``write_alone``) run on a connection of their own.
 - **SQLite**: each operation is a few microseconds of work on a local file, cheaper than the thread hops a
   thread-backed driver makes for every call while holding the write lock. So it runs on the event loop itself,
   on a connection that never waits (``busy_timeout=0``): writes take the process's write gate (shared with every
@@ -327,60 +327,119 @@ def create_hot_path(
 UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
 
 
+# A connection idle for longer than this is replaced at its next checkout (a firewall or a proxy may have dropped
+# it), as asyncpg's pool does by default.
+IDLE_LIFETIME_S = 300.0
+CONNECT_TIMEOUT_S = (
+    5.0  # fail fast instead of hanging when the server is gone or stuck: a request gets a 503
+)
+COMMAND_TIMEOUT_S = 15.0
+
+
+def _is_outage(exc: asyncpg.PostgresError) -> bool:
+    return isinstance(exc, asyncpg.PostgresConnectionError) or str(
+        getattr(exc, "sqlstate", "")
+    ).startswith(UNAVAILABLE_SQLSTATES)
+
+
+class FairPool:
+    """Up to ``size`` asyncpg connections, opened when first needed and handed out in the order they were asked
+    for.
+
+    asyncpg's own pool is neither fair nor cheap here. A released connection goes to whoever asks next, and the
+    woken waiter that lost it queues again at the back: under load some requests waited rounds behind newer ones
+    (measured: p99 75 ms for a p50 of 20; in turn, 36 ms). And a checkout costs about as much event-loop CPU as the
+    query it runs (a proxy object, a shielded release task, an idle timer re-armed: ~45 µs against ~70 µs for
+    the query; bench/README.md). Here a checkout is a turn of an ``asyncio.Semaphore`` (first come, first served;
+    a release goes straight to the first waiter) and a list pop. Every statement is one autocommit statement that
+    leaves no session state behind, so a connection goes back as it is. One that failed other than by a statement
+    error (the server gone, a timeout, a cancelled call) is closed, and the next checkout opens a new one.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[asyncpg.Connection]],
+        size: int,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._connect = connect
+        self._monotonic = monotonic
+        self._turns = asyncio.Semaphore(size)
+        self._idle: list[tuple[asyncpg.Connection, float]] = []  # with when each went idle
+        self._busy: set[asyncpg.Connection] = set()
+        self._closed = False
+
+    async def run(self, call: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        async with self._turns:
+            if self._closed:
+                raise DatabaseUnavailable("the connection pool is closed")
+            connection = await self._checkout()
+            self._busy.add(connection)
+            reusable = False
+            try:
+                result = await call(connection)
+                reusable = True
+                return result
+            except asyncpg.PostgresError as exc:
+                reusable = not _is_outage(exc)  # the server answered: the connection works
+                raise
+            finally:
+                self._busy.discard(connection)
+                if reusable and not self._closed and not connection.is_closed():
+                    self._idle.append((connection, self._monotonic()))
+                else:
+                    connection.terminate()
+
+    async def _checkout(self) -> asyncpg.Connection:
+        while self._idle:
+            connection, since = self._idle.pop()  # the most recently used: the others may idle out
+            if self._monotonic() - since < IDLE_LIFETIME_S and not connection.is_closed():
+                return connection
+            connection.terminate()
+        return await self._connect()
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._idle) + len(self._busy)
+
+    async def close(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for connection, _ in idle:
+            try:
+                await connection.close(timeout=CONNECT_TIMEOUT_S)
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                connection.terminate()
+        for connection in list(
+            self._busy
+        ):  # the server has drained its requests before it closes this
+            connection.terminate()
+
+
 class PostgresHotPath:
     def __init__(self, settings: Settings, dialect: Dialect) -> None:
         url = make_url(settings.database_url).set(drivername="postgresql")
         self._dsn = url.render_as_string(hide_password=False)
-        self._size = settings.db_pool_size
         self._dialect = dialect
-        self._pool: asyncpg.Pool | None = None
+        self._pool = FairPool(self._connect, settings.db_pool_size)
         # Housekeeping batches (``write_alone``): a connection of their own.
-        self._housekeeping: asyncpg.Pool | None = None
-        self._opening = asyncio.Lock()
-        # Requests take connections in the order they asked (asyncio.Semaphore is first come, first served, and
-        # hands a release straight to the first waiter). asyncpg's pool alone is not fair: a released connection
-        # goes to whoever asks next, and the woken waiter that lost it requeues at the back, so under load some
-        # requests waited rounds behind newer ones (measured: p99 75 ms for a p50 of 20; in turn, p99 36 ms).
-        self._turns = asyncio.Semaphore(self._size)
+        self._housekeeping = FairPool(self._connect, 1)
         self._rotate = Compiled.of(_audited(_ROTATE, ["generation", "refresh_expires_at"]), dialect)
         self._touch = Compiled.of(_audited(_TOUCH, ["generation"]), dialect)
         self._user = Compiled.of(_SIGNED_IN_USER, dialect)
         self._candidate = Compiled.of(_LOGIN_CANDIDATE, dialect)
         self._start = Compiled.of(_audited(_START, ["id"]), dialect)
 
+    async def _connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(
+            self._dsn, timeout=CONNECT_TIMEOUT_S, command_timeout=COMMAND_TIMEOUT_S
+        )
+
     async def _fetchrow(self, compiled: Compiled, values: Mapping[str, Any]) -> Any:
         args = compiled.args(values)
-        return await self._pooled(lambda pool: pool.fetchrow(compiled.sql, *args))
-
-    async def _pooled(self, call: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
-        pool = self._pool or await self._open()
-        async with self._turns:
-            return await _unavailable_on_outage(call(pool))
-
-    async def _open(self) -> asyncpg.Pool:
-        async with self._opening:
-            if self._pool is None:
-                self._pool = await self._create_pool(self._size)
-            return self._pool
-
-    async def _open_housekeeping(self) -> asyncpg.Pool:
-        async with self._opening:
-            if self._housekeeping is None:
-                self._housekeeping = await self._create_pool(1)
-            return self._housekeeping
-
-    async def _create_pool(self, size: int) -> asyncpg.Pool:
-        return await asyncpg.create_pool(
-            self._dsn,
-            min_size=0,
-            max_size=size,
-            max_inactive_connection_lifetime=300,
-            # Fail fast instead of hanging when the server is gone or stuck: a request then gets a 503.
-            timeout=5,
-            command_timeout=15,
-            # Every statement here is one autocommit statement that leaves no session state behind: the
-            # default reset (a round trip per release) has nothing to undo.
-            reset=_nothing_to_reset,
+        return await _unavailable_on_outage(
+            self._pool.run(lambda connection: connection.fetchrow(compiled.sql, *args))
         )
 
     async def rotate(self, query: RefreshQuery) -> tuple[int, datetime] | None:
@@ -411,30 +470,28 @@ class PostgresHotPath:
         run-to-run noise."""
         compiled = Compiled.of(statement, self._dialect)
         args = compiled.args({})
-        pool = self._housekeeping or await self._open_housekeeping()
-        status: str = await _unavailable_on_outage(pool.execute(compiled.sql, *args))
+        status: str = await _unavailable_on_outage(
+            self._housekeeping.run(lambda connection: connection.execute(compiled.sql, *args))
+        )
         return int(status.rsplit(" ", 1)[-1])  # "DELETE 100"
 
     async def close(self) -> None:
-        for pool in (self._pool, self._housekeeping):
-            if pool is not None:
-                await pool.close()
+        await self._pool.close()
+        await self._housekeeping.close()
 
 
 async def _unavailable_on_outage(work: Awaitable[T]) -> T:
     """Driver failures that mean the database is unavailable become ``DatabaseUnavailable``."""
     try:
         return await work
-    except (asyncpg.InterfaceError, asyncpg.PostgresConnectionError) as exc:
+    except (asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+        # InternalClientError: the driver lost track of a connection the server dropped ("cannot switch to
+        # state 12; another operation is in progress", seen after pg_terminate_backend).
         raise DatabaseUnavailable(type(exc).__name__) from exc
     except asyncpg.PostgresError as exc:
-        if str(getattr(exc, "sqlstate", "")).startswith(UNAVAILABLE_SQLSTATES):
+        if _is_outage(exc):
             raise DatabaseUnavailable(type(exc).__name__) from exc
         raise
-
-
-async def _nothing_to_reset(_connection: asyncpg.Connection) -> None:
-    return None
 
 
 # SQLite ----------------------------------------------------------------------------------------------------------

@@ -291,14 +291,14 @@ async def test_a_postgresql_purge_batch_does_not_queue_behind_the_requests(
     assert (await login(client)).status_code == 200
     clock.advance(timedelta(hours=1))  # the access-only sessions are over
     for _ in range(settings.db_pool_size):
-        await hot._turns.acquire()
+        await hot._pool._turns.acquire()
     try:
         deleted = await asyncio.wait_for(
             hot.write_alone(delete(Session).where(Session.expires_at <= clock.now)), timeout=30
         )
     finally:
         for _ in range(settings.db_pool_size):
-            hot._turns.release()
+            hot._pool._turns.release()
     assert deleted == 2  # registering's and logging in's access-only sessions
     assert (await login(client)).status_code == 200  # the requests' turns work as before
 
