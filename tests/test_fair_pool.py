@@ -123,3 +123,27 @@ async def test_a_closed_pool_refuses_work_and_closes_its_connections(dsn: str) -
     assert pool.open_connections == 0
     with pytest.raises(DatabaseUnavailable):
         await _pid(pool)
+
+
+async def test_connections_idle_past_their_lifetime_are_closed_as_others_are_released(
+    dsn: str,
+) -> None:
+    """A pool grown for a peak shrinks back: each release closes the longest-idle connection once it has idled
+    past its lifetime, even though checkouts always take the most recently used one."""
+    clock = [100.0]
+    pool = _pool(dsn, 3, clock)
+    try:
+        await asyncio.gather(
+            *(pool.run(lambda c: c.execute("SELECT pg_sleep(0.05)")) for _ in range(3))
+        )
+        assert pool.open_connections == 3
+        clock[0] += IDLE_LIFETIME_S - 1  # none idled out yet
+        busy = await _pid(pool)
+        assert pool.open_connections == 3
+        clock[0] += 2  # the two it did not use have now
+        assert await _pid(pool) == busy  # and its release closes the longest-idle of them
+        assert pool.open_connections == 2
+        assert await _pid(pool) == busy
+        assert pool.open_connections == 1
+    finally:
+        await pool.close()

@@ -327,12 +327,11 @@ def create_hot_path(
 UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
 
 
-# A connection idle for longer than this is replaced at its next checkout (a firewall or a proxy may have dropped
-# it), as asyncpg's pool does by default.
+# A connection idle for longer than this is closed (a firewall or a proxy may have dropped it; the server keeps a
+# process for it), as asyncpg's pool does by default.
 IDLE_LIFETIME_S = 300.0
-CONNECT_TIMEOUT_S = (
-    5.0  # fail fast instead of hanging when the server is gone or stuck: a request gets a 503
-)
+# Fail fast instead of hanging when the server is gone or stuck: the request gets a 503.
+CONNECT_TIMEOUT_S = 5.0
 COMMAND_TIMEOUT_S = 15.0
 
 
@@ -348,12 +347,14 @@ class FairPool:
 
     asyncpg's own pool is neither fair nor cheap here. A released connection goes to whoever asks next, and the
     woken waiter that lost it queues again at the back: under load some requests waited rounds behind newer ones
-    (measured: p99 75 ms for a p50 of 20; in turn, 36 ms). And a checkout costs about as much event-loop CPU as the
-    query it runs (a proxy object, a shielded release task, an idle timer re-armed: ~45 µs against ~70 µs for
-    the query; bench/README.md). Here a checkout is a turn of an ``asyncio.Semaphore`` (first come, first served;
+    (measured: p99 75 ms for a p50 of 20; in turn, 36 ms). And its checkout costs event-loop CPU (a proxy object, a
+    shielded release task, an idle timer re-armed): 60 µs per query at 64 clients and 20 connections, against
+    38 µs here (bench/pool_bench.py). Here a checkout is a turn of an ``asyncio.Semaphore`` (first come, first served;
     a release goes straight to the first waiter) and a list pop. Every statement is one autocommit statement that
     leaves no session state behind, so a connection goes back as it is. One that failed other than by a statement
-    error (the server gone, a timeout, a cancelled call) is closed, and the next checkout opens a new one.
+    error (the server gone, a timeout, a cancelled call) is closed, and the next checkout opens a new one. The
+    most recently used connection goes out first; each release closes the longest-idle one if it has idled
+    past IDLE_LIFETIME_S, so a pool sized for a peak shrinks back when the load falls.
     """
 
     def __init__(
@@ -387,13 +388,18 @@ class FairPool:
             finally:
                 self._busy.discard(connection)
                 if reusable and not self._closed and not connection.is_closed():
-                    self._idle.append((connection, self._monotonic()))
+                    now = self._monotonic()
+                    self._idle.append((connection, now))
+                    oldest, since = self._idle[0]
+                    if now - since >= IDLE_LIFETIME_S:
+                        del self._idle[0]
+                        oldest.terminate()
                 else:
                     connection.terminate()
 
     async def _checkout(self) -> asyncpg.Connection:
         while self._idle:
-            connection, since = self._idle.pop()  # the most recently used: the others may idle out
+            connection, since = self._idle.pop()
             if self._monotonic() - since < IDLE_LIFETIME_S and not connection.is_closed():
                 return connection
             connection.terminate()
@@ -411,9 +417,8 @@ class FairPool:
                 await connection.close(timeout=CONNECT_TIMEOUT_S)
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 connection.terminate()
-        for connection in list(
-            self._busy
-        ):  # the server has drained its requests before it closes this
+        # The server has drained its requests before it closes the pool: nothing should still be busy.
+        for connection in list(self._busy):
             connection.terminate()
 
 
