@@ -20,7 +20,12 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from app.services.hotpath import FairPool
+from app.services.hotpath import (
+    COMMAND_TIMEOUT_S,
+    CONNECT_TIMEOUT_S,
+    IDLE_LIFETIME_S,
+    FairPool,
+)
 
 CLIENTS = 64
 CONNECTIONS = 20
@@ -55,13 +60,16 @@ async def main(dsn: str, rounds: int) -> None:
         dsn,
         min_size=0,
         max_size=CONNECTIONS,
-        max_inactive_connection_lifetime=300,
-        timeout=5,
-        command_timeout=15,
+        max_inactive_connection_lifetime=IDLE_LIFETIME_S,
+        timeout=CONNECT_TIMEOUT_S,
+        command_timeout=COMMAND_TIMEOUT_S,
         reset=_nothing_to_reset,
     )
     turns = asyncio.Semaphore(CONNECTIONS)
-    fair = FairPool(lambda: asyncpg.connect(dsn, timeout=5, command_timeout=15), CONNECTIONS)
+    fair = FairPool(
+        lambda: asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_S, command_timeout=COMMAND_TIMEOUT_S),
+        CONNECTIONS,
+    )
 
     async def through_asyncpg() -> object:
         async with turns:

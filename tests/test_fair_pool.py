@@ -8,12 +8,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from app.services.hotpath import (
-    IDLE_LIFETIME_S,
-    DatabaseUnavailable,
-    FairPool,
-    _unavailable_on_outage,
-)
+from app.services.hotpath import IDLE_LIFETIME_S, DatabaseUnavailable, FairPool
 from tests.support import asyncpg_dsn
 
 
@@ -50,7 +45,7 @@ async def test_a_connection_the_server_dropped_is_replaced(dsn: str) -> None:
         first = await _pid(pool)
         assert await admin.fetchval("SELECT pg_terminate_backend($1)", first)
         with pytest.raises(DatabaseUnavailable):
-            await _unavailable_on_outage(_pid(pool))
+            await _pid(pool)
         assert pool.open_connections == 0
         second = await _pid(pool)
         assert second != first

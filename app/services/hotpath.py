@@ -352,7 +352,8 @@ class FairPool:
     38 µs here (bench/pool_bench.py). Here a checkout is a turn of an ``asyncio.Semaphore`` (first come, first served;
     a release goes straight to the first waiter) and a list pop. Every statement is one autocommit statement that
     leaves no session state behind, so a connection goes back as it is. One that failed other than by a statement
-    error (the server gone, a timeout, a cancelled call) is closed, and the next checkout opens a new one. The
+    error (the server gone, a timeout, a cancelled call) is closed, and the next checkout opens a new one; the
+    driver's failures that mean the database is unavailable are raised as ``DatabaseUnavailable`` (503). The
     most recently used connection goes out first; each release closes the longest-idle one if it has idled
     past IDLE_LIFETIME_S, so a pool sized for a peak shrinks back when the load falls.
     """
@@ -375,27 +376,41 @@ class FairPool:
         async with self._turns:
             if self._closed:
                 raise DatabaseUnavailable("the connection pool is closed")
-            connection = await self._checkout()
-            self._busy.add(connection)
-            reusable = False
             try:
-                result = await call(connection)
-                reusable = True
-                return result
+                return await self._run(call)
             except asyncpg.PostgresError as exc:
-                reusable = not _is_outage(exc)  # the server answered: the connection works
+                if _is_outage(exc):
+                    raise DatabaseUnavailable(type(exc).__name__) from exc
                 raise
-            finally:
-                self._busy.discard(connection)
-                if reusable and not self._closed and not connection.is_closed():
-                    now = self._monotonic()
-                    self._idle.append((connection, now))
-                    oldest, since = self._idle[0]
-                    if now - since >= IDLE_LIFETIME_S:
-                        del self._idle[0]
-                        oldest.terminate()
-                else:
-                    connection.terminate()
+            except (asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+                # InternalClientError: the driver lost track of a connection the server dropped ("cannot
+                # switch to state 12; another operation is in progress", seen after pg_terminate_backend).
+                raise DatabaseUnavailable(type(exc).__name__) from exc
+
+    async def _run(self, call: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """``call`` on a checked-out connection, which goes back idle unless it failed other than by a statement
+        error."""
+        connection = await self._checkout()
+        self._busy.add(connection)
+        reusable = False
+        try:
+            result = await call(connection)
+            reusable = True
+            return result
+        except asyncpg.PostgresError as exc:
+            reusable = not _is_outage(exc)  # the server answered with a statement error: it works
+            raise
+        finally:
+            self._busy.discard(connection)
+            if reusable and not self._closed and not connection.is_closed():
+                now = self._monotonic()
+                self._idle.append((connection, now))
+                oldest, since = self._idle[0]
+                if now - since >= IDLE_LIFETIME_S:
+                    del self._idle[0]
+                    oldest.terminate()
+            else:
+                connection.terminate()
 
     async def _checkout(self) -> asyncpg.Connection:
         while self._idle:
@@ -443,9 +458,7 @@ class PostgresHotPath:
 
     async def _fetchrow(self, compiled: Compiled, values: Mapping[str, Any]) -> Any:
         args = compiled.args(values)
-        return await _unavailable_on_outage(
-            self._pool.run(lambda connection: connection.fetchrow(compiled.sql, *args))
-        )
+        return await self._pool.run(lambda connection: connection.fetchrow(compiled.sql, *args))
 
     async def rotate(self, query: RefreshQuery) -> tuple[int, datetime] | None:
         row = await self._fetchrow(self._rotate, query.values(rotated=True))
@@ -475,28 +488,14 @@ class PostgresHotPath:
         run-to-run noise."""
         compiled = Compiled.of(statement, self._dialect)
         args = compiled.args({})
-        status: str = await _unavailable_on_outage(
-            self._housekeeping.run(lambda connection: connection.execute(compiled.sql, *args))
+        status: str = await self._housekeeping.run(
+            lambda connection: connection.execute(compiled.sql, *args)
         )
         return int(status.rsplit(" ", 1)[-1])  # "DELETE 100"
 
     async def close(self) -> None:
         await self._pool.close()
         await self._housekeeping.close()
-
-
-async def _unavailable_on_outage(work: Awaitable[T]) -> T:
-    """Driver failures that mean the database is unavailable become ``DatabaseUnavailable``."""
-    try:
-        return await work
-    except (asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
-        # InternalClientError: the driver lost track of a connection the server dropped ("cannot switch to
-        # state 12; another operation is in progress", seen after pg_terminate_backend).
-        raise DatabaseUnavailable(type(exc).__name__) from exc
-    except asyncpg.PostgresError as exc:
-        if _is_outage(exc):
-            raise DatabaseUnavailable(type(exc).__name__) from exc
-        raise
 
 
 # SQLite ----------------------------------------------------------------------------------------------------------
