@@ -21,7 +21,6 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 from perf import RESULTS, ROOT, database, hashlimit, report
 from perf.database import BackendName
 from perf.profile import markdown, summarize
@@ -69,14 +68,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--keep", action="store_true", help="keep the work directory (logs, wrk output)"
     )
     return parser.parse_args(argv)
-
-
-async def _drop_postgres() -> None:
-    conn = await asyncpg.connect(f"{database.POSTGRES_SERVER}/postgres")
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{database.POSTGRES_DATABASE}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 def main(argv: list[str]) -> int:
@@ -131,7 +122,7 @@ def main(argv: list[str]) -> int:
                 print(f"    ({time.monotonic() - began:.0f} s)", flush=True)
     finally:
         if "postgresql" in backends:
-            asyncio.run(_drop_postgres())
+            asyncio.run(database.drop_postgres())
 
     limit_end = None
     if limit is not None:

@@ -98,6 +98,15 @@ async def _recreate_postgres() -> None:
         await conn.close()
 
 
+async def drop_postgres() -> None:
+    """Drop the bench's PostgreSQL database, whoever is still connected."""
+    conn = await asyncpg.connect(f"{POSTGRES_SERVER}/postgres")
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{POSTGRES_DATABASE}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 def create(name: BackendName, workdir: Path) -> Backend:
     """A new, empty database, migrated with ``uv run --frozen alembic upgrade head``."""
     if name == "sqlite":

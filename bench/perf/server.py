@@ -26,13 +26,13 @@ LOCKED = "database is locked"
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([0-9.eE+-]+|NaN)$")
 
 
-def code_version() -> str:
+def code_version(root: Path = ROOT) -> str:
     """The service code a server starts with: HEAD, plus a digest of uncommitted changes to app/ and migrations/
     (others may be editing while the suite runs: each server records what it ran)."""
 
     def git(*args: str) -> str:
         return subprocess.run(
-            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False
+            ["git", *args], cwd=root, capture_output=True, text=True, check=False
         ).stdout
 
     head = git("rev-parse", "--short", "HEAD").strip()
@@ -222,17 +222,18 @@ def running(
     rotation: bool,
     workers: int = 1,
     env: Mapping[str, str] | None = None,
+    root: Path = ROOT,
 ) -> Iterator[Server]:
     """One uvicorn server (``workers`` processes), ready on /readyz; stopped with SIGTERM on exit. ``env``
-    overrides settings for this server."""
+    overrides settings for this server; ``root`` is the checkout whose code it runs."""
     port = free_port()
-    code = code_version()
+    code = code_version(root)
     log = workdir / f"server-{backend.name}-{name}.log"
     command = server_command(port, workers)
     with log.open("wb") as sink:
         process = subprocess.Popen(
             command,
-            cwd=ROOT,
+            cwd=root,
             env={**server_env(backend, keys, rotation=rotation), **(env or {})},
             stdout=sink,
             stderr=subprocess.STDOUT,
