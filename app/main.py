@@ -15,7 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from pydantic import ValidationError
 
-from app.api import errors
+from app.api import bodies, errors
 from app.api.limits import BodySizeLimit
 from app.api.ratelimit import RateLimitHeaders
 from app.api.routers import account, auth, health, sessions, users
@@ -184,7 +184,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 operation["security"] = [{"bearerAuth": []}]
             elif (path, method) in _BEARER_OPTIONAL:
                 operation["security"] = [{"bearerAuth": []}, {}]
-    schema.setdefault("components", {})["securitySchemes"] = {
+    schema.setdefault("components", {}).setdefault("schemas", {}).update(
+        bodies.openapi_components()
+    )
+    schema["components"]["securitySchemes"] = {
         "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     }
     components = schema.get("components", {}).get("schemas", {})

@@ -6,8 +6,9 @@ import logging
 
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter
 
-from app.api import transport
+from app.api import bodies, transport
 from app.api.deps import (
     ClientDep,
     CurrentPrincipal,
@@ -183,14 +184,15 @@ async def register(
     return transport.signed_in(runtime, user, started.session_id, started.refresh, now=now)
 
 
-async def refresh(
-    request: Request,
-    body: RefreshRequest | None = Body(default=None),  # noqa: B008 - FastAPI's way to declare an optional body
-) -> JSONResponse:
+_REFRESH_BODY: TypeAdapter[RefreshRequest | None] = TypeAdapter(RefreshRequest | None)
+
+
+async def refresh(request: Request) -> JSONResponse:
     """Exchange a refresh token (cookie first in cookie mode, else `refreshToken` in the body) for a new access
     token. With rotation on, also returns its successor and retires it; replaying a retired token outside
     the grace window revokes the whole session. The `Authorization` header is ignored here."""
-    # Runtime, time and client by plain calls, not dependencies: the hottest route (see users.me).
+    # Body, runtime, time and client by plain calls, not FastAPI's parameters: the hottest route (see users.me).
+    body = await bodies.optional_json(request, _REFRESH_BODY)
     runtime = runtime_of(request)
     now = runtime.clock()
     client = transport.client_of(request, runtime.trusted_proxies)
@@ -243,6 +245,7 @@ for path, name in (("/local/refresh", "refresh_plugin"), ("/refresh", "refresh")
         response_model=RefreshResponse,
         response_model_exclude_none=True,
         responses=errors(400, 401, 403, 413, 500),
+        openapi_extra=bodies.openapi_body(RefreshRequest),
         summary="Get a new access token with a refresh token"
         + (" (the refresh-token plugin's path)" if path == "/local/refresh" else ""),
     )
