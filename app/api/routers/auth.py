@@ -19,6 +19,7 @@ from app.api.deps import (
     rate_limit_user,
     runtime_of,
 )
+from app.api.direct import DirectRoute
 from app.api.docs import errors
 from app.api.routers import account
 from app.errors import (
@@ -246,6 +247,7 @@ for path, name in (("/local/refresh", "refresh_plugin"), ("/refresh", "refresh")
         response_model_exclude_none=True,
         responses=errors(400, 401, 403, 413, 500),
         openapi_extra=bodies.openapi_body(RefreshRequest),
+        route_class_override=DirectRoute,
         summary="Get a new access token with a refresh token"
         + (" (the refresh-token plugin's path)" if path == "/local/refresh" else ""),
     )

@@ -1,0 +1,44 @@
+"""Routes FastAPI documents but does not call through its parameter machinery: for the hottest routes."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+
+
+class DirectRoute(APIRoute):
+    """A route whose endpoint takes only the ``Request`` and returns its own ``Response``.
+
+    FastAPI documents it like any other (response model, errors, ``openapi_extra``), and its exception handlers
+    and middleware apply as usual, but the endpoint is called directly: FastAPI's request handler would otherwise
+    resolve parameters there are none of, build a sub-response for dependencies' headers and open telemetry
+    contexts, on every request (bench/results/ab.md). An endpoint that declares anything besides the request is
+    refused when the route is built, rather than having its parameters silently ignored.
+    """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        dependant = self.dependant
+        declares_more = (
+            dependant.path_params
+            or dependant.query_params
+            or dependant.header_params
+            or dependant.cookie_params
+            or dependant.body_params
+            or dependant.dependencies
+            or dependant.response_param_name
+            or dependant.background_tasks_param_name
+            or dependant.security_scopes_param_name
+        )
+        if declares_more or dependant.request_param_name is None:
+            raise TypeError(f"{path}: a DirectRoute endpoint takes the Request and nothing else")
+        if not inspect.iscoroutinefunction(endpoint):
+            raise TypeError(f"{path}: a DirectRoute endpoint is an async function")
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
+        return handler

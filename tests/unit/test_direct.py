@@ -1,0 +1,77 @@
+"""``DirectRoute``: documented by FastAPI, called without its parameter machinery, and refused when an endpoint
+declares anything it would ignore."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from app.api.direct import DirectRoute
+
+
+class Out(BaseModel):
+    name: str
+
+
+async def endpoint(request: Request) -> JSONResponse:
+    if request.headers.get("x-fail"):
+        raise HTTPException(status_code=418)
+    return JSONResponse({"name": request.url.path})
+
+
+def _app() -> FastAPI:
+    app = FastAPI()
+    router = APIRouter(prefix="/api")
+    router.add_api_route("/thing", endpoint, response_model=Out, route_class_override=DirectRoute)
+    app.include_router(router)
+    return app
+
+
+async def test_it_serves_documents_and_raises_like_any_route() -> None:
+    app = _app()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        assert (await client.get("/api/thing")).json() == {"name": "/api/thing"}
+        assert (await client.get("/api/thing", headers={"x-fail": "1"})).status_code == 418
+        assert (await client.post("/api/thing")).status_code == 405
+        spec = (await client.get("/openapi.json")).json()
+    schema = spec["paths"]["/api/thing"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert schema["schema"] == {"$ref": "#/components/schemas/Out"}
+
+
+def test_the_handler_is_the_endpoint_itself() -> None:
+    assert DirectRoute("/x", endpoint).get_route_handler() is endpoint
+
+
+async def _with_a_parameter(request: Request, limit: int) -> JSONResponse:
+    return JSONResponse({})
+
+
+async def _with_a_dependency(request: Request, value: str = Depends(lambda: "x")) -> JSONResponse:
+    return JSONResponse({})
+
+
+async def _without_the_request() -> JSONResponse:
+    return JSONResponse({})
+
+
+def _sync(request: Request) -> JSONResponse:
+    return JSONResponse({})
+
+
+@pytest.mark.parametrize(
+    "refused", [_with_a_parameter, _with_a_dependency, _without_the_request, _sync]
+)
+def test_endpoints_it_would_call_wrongly_are_refused(refused: object) -> None:
+    with pytest.raises(TypeError, match="DirectRoute"):
+        DirectRoute("/x", refused)  # type: ignore[arg-type]
+
+
+def test_router_dependencies_are_refused_too() -> None:
+    router = APIRouter(dependencies=[Depends(lambda: None)])
+    with pytest.raises(TypeError, match="DirectRoute"):
+        router.add_api_route("/x", endpoint, route_class_override=DirectRoute)
