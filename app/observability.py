@@ -16,10 +16,10 @@ Nothing here imports the rest of the app: the domain counters take plain strings
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from types import TracebackType
@@ -308,7 +308,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = incoming_request_id(scope) or uuid.uuid4().hex
+        request_id = incoming_request_id(scope) or os.urandom(16).hex()
         header = (_HEADER_KEY, request_id.encode("latin-1"))
         token = request_id_var.set(request_id)
         started = time.perf_counter()
