@@ -342,7 +342,7 @@ def _steady(
         warm_up(ctx, server, load_of(ctx, f"{scenario}-warm"))
         row = measure(ctx, server, scenario, label, load_of(ctx, scenario))
         latency_control(ctx, server, scenario, label, load_of(ctx, f"{scenario}-t1"))
-        _profile(ctx, server, scenario, load_of(ctx, f"{scenario}-profile"))
+        _profile(ctx, server, scenario, load_of)
     _throughput_check(ctx, what, row, target, strapi)
     _latency_check(ctx, what, row, 50)
     _error_check(ctx, what, row)
@@ -374,7 +374,7 @@ def refresh_rotation(ctx: Context) -> None:
             _chain_load(ctx, "chain"),
         )
         after = server.metrics()
-        _profile(ctx, server, "refresh-rotation", _chain_load(ctx, "chain-profile"))
+        _profile(ctx, server, "refresh-rotation", _chain_load)
     rotated = metric_sum(after, "refreshd_refreshes_total", outcome="rotated") - metric_sum(
         before, "refreshd_refreshes_total", outcome="rotated"
     )
@@ -422,7 +422,7 @@ def login(ctx: Context) -> None:
         before = hashlimit.measure(ctx.options.hash_seconds)
         row = measure(ctx, server, "login", "login (16 connections)", _login_load(ctx, "login"))
         after = hashlimit.measure(ctx.options.hash_seconds)
-        _profile(ctx, server, "login", _login_load(ctx, "login-profile"))
+        _profile(ctx, server, "login", _login_load)
     _error_check(ctx, "login", row)
     ctx.check(*login_check(row.wrk.rps, before, after))
 
@@ -761,8 +761,12 @@ def cpu_per_request_us(row: Row) -> float:
 # --- Profiling ----------------------------------------------------------------------------------------------------
 
 
-def _profile(ctx: Context, server: Server, name: str, work: Load) -> None:
-    """With --profile: py-spy on the server during another run of the same load (never the measured one)."""
+def _profile(
+    ctx: Context, server: Server, name: str, load_of: Callable[[Context, str], Load]
+) -> None:
+    """With --profile: py-spy on the server during two more runs of the same load (never the measured one), one
+    for the flame graph and one for the summary. Each run gets a load of its own: rotation chains are used up by
+    the run that follows them, and a second pass over the same chains would profile only refusals."""
     if not ctx.options.profile:
         return
     py_spy = shutil.which("py-spy") or str(Path(server.command[0]).parent / "py-spy")
@@ -781,7 +785,9 @@ def _profile(ctx: Context, server: Server, name: str, work: Load) -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
-        run = _start(ctx, server, work, seconds, f"{name}-profile-{fmt}")
+        run = _start(
+            ctx, server, load_of(ctx, f"{name}-profile-{fmt}"), seconds, f"{name}-profile-{fmt}"
+        )
         run.finish()
         spy.wait(timeout=120)
     ctx.note(f"profile of {name}: {(RESULTS / f'{stem}.svg').relative_to(ROOT)}")
