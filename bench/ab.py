@@ -1,15 +1,18 @@
 """Two versions of the service side by side: the same wrk load, alternated between them round after round.
 
     uv run --frozen python bench/ab.py [--base REV] [--backend postgresql|sqlite] [--scenario refresh|me]
-                                       [--rounds 8] [--seconds 6]
+                                       [--rounds 8] [--seconds 4]
 
 On this shared two-core machine a single run's throughput moves by ±10-20 % from one minute to the next, so a
-change worth 5 % cannot be seen by comparing two runs of ``bench/run.py``. Here both servers run at once, on the
-same database and the same tokens, and each round measures one then the other, in ABBA order (A B, then B A), so
-drift over the run falls equally on both. What is compared is each round's pair: the report gives the median of
-B/A over the rounds, with the range. ``base`` is a git revision checked out in a temporary worktree (default
-HEAD); ``B`` is this working tree, uncommitted changes included. The database is migrated by this working tree:
-compare revisions with the same migrations.
+change worth 5 % cannot be seen by comparing two runs of ``bench/run.py``. Here both servers run on the same
+database with the same tokens, started afresh every round (two processes of the same code can differ by a few per
+cent for their whole lives), and each round measures them four times, ABBA, then BAAB in the next round, so that
+drift within a round and the advantage of a position in it fall equally on both. What is compared is each round's
+pair: the report gives the median of B/A over the rounds, with the range; trust a difference whose rounds agree in
+direction, or repeat the run (bench/results/ab.md has an A/A calibration and a change that measured 1.071, then
+1.002). ``base`` is a git revision checked out in a temporary worktree (default HEAD); B is this working tree,
+uncommitted changes included. The database is migrated by this working tree: compare revisions with the same
+migrations.
 """
 
 from __future__ import annotations
