@@ -184,9 +184,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 operation["security"] = [{"bearerAuth": []}]
             elif (path, method) in _BEARER_OPTIONAL:
                 operation["security"] = [{"bearerAuth": []}, {}]
-    schema.setdefault("components", {}).setdefault("schemas", {}).update(
-        bodies.openapi_components()
-    )
+    # The request models of the routes that read their body themselves; FastAPI's own entries take precedence.
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name, model_schema in bodies.openapi_components().items():
+        schemas.setdefault(name, model_schema)
     schema["components"]["securitySchemes"] = {
         "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     }

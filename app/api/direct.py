@@ -7,7 +7,30 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import Request, Response
-from fastapi.routing import APIRoute
+from fastapi.dependencies.models import Dependant
+
+# FastAPI 0.165 builds an included route's handler (lazily: for the first request that reaches it, or the first
+# OpenAPI document) with this set to the route as included, whose dependant then also carries the dependencies
+# given to include_router() and FastAPI(). Private: a FastAPI without it fails here, at import, not silently.
+from fastapi.routing import APIRoute, _effective_route_context_var
+
+
+def _refuse_unless_request_only(dependant: Dependant, path: str) -> None:
+    declares_more = (
+        dependant.path_params
+        or dependant.query_params
+        or dependant.header_params
+        or dependant.cookie_params
+        or dependant.body_params
+        or dependant.dependencies
+        or dependant.response_param_name
+        or dependant.background_tasks_param_name
+        or dependant.security_scopes_param_name
+        or dependant.websocket_param_name
+        or dependant.http_connection_param_name
+    )
+    if declares_more or dependant.request_param_name is None:
+        raise TypeError(f"{path}: a DirectRoute endpoint takes the Request and nothing else")
 
 
 class DirectRoute(APIRoute):
@@ -17,28 +40,20 @@ class DirectRoute(APIRoute):
     and middleware apply as usual, but the endpoint is called directly: FastAPI's request handler would otherwise
     resolve parameters there are none of, build a sub-response for dependencies' headers and open telemetry
     contexts, on every request (bench/results/ab.md). An endpoint that declares anything besides the request is
-    refused when the route is built, rather than having its parameters silently ignored.
+    refused when the route is declared; dependencies given to ``include_router()`` or ``FastAPI()`` when FastAPI
+    builds the included route (the first OpenAPI document or request: tests of the route then fail). Nothing is
+    silently ignored.
     """
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         super().__init__(path, endpoint, **kwargs)
-        dependant = self.dependant
-        declares_more = (
-            dependant.path_params
-            or dependant.query_params
-            or dependant.header_params
-            or dependant.cookie_params
-            or dependant.body_params
-            or dependant.dependencies
-            or dependant.response_param_name
-            or dependant.background_tasks_param_name
-            or dependant.security_scopes_param_name
-        )
-        if declares_more or dependant.request_param_name is None:
-            raise TypeError(f"{path}: a DirectRoute endpoint takes the Request and nothing else")
+        _refuse_unless_request_only(self.dependant, path)
         if not inspect.iscoroutinefunction(endpoint):
             raise TypeError(f"{path}: a DirectRoute endpoint is an async function")
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        context = _effective_route_context_var.get()
+        if context is not None and getattr(context, "original_route", None) is self:
+            _refuse_unless_request_only(context.dependant, self.path)
         handler: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
         return handler

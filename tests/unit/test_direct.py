@@ -3,11 +3,14 @@ declares anything it would ignore."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.requests import HTTPConnection
 
 from app.api.direct import DirectRoute
 
@@ -63,8 +66,13 @@ def _sync(request: Request) -> JSONResponse:
     return JSONResponse({})
 
 
+async def _with_a_connection(request: Request, connection: HTTPConnection) -> JSONResponse:
+    return JSONResponse({})
+
+
 @pytest.mark.parametrize(
-    "refused", [_with_a_parameter, _with_a_dependency, _without_the_request, _sync]
+    "refused",
+    [_with_a_parameter, _with_a_dependency, _without_the_request, _sync, _with_a_connection],
 )
 def test_endpoints_it_would_call_wrongly_are_refused(refused: object) -> None:
     with pytest.raises(TypeError, match="DirectRoute"):
@@ -75,3 +83,33 @@ def test_router_dependencies_are_refused_too() -> None:
     router = APIRouter(dependencies=[Depends(lambda: None)])
     with pytest.raises(TypeError, match="DirectRoute"):
         router.add_api_route("/x", endpoint, route_class_override=DirectRoute)
+
+
+def _included(app: FastAPI, **include: Any) -> FastAPI:
+    router = APIRouter()
+    router.add_api_route("/x", endpoint, route_class_override=DirectRoute)
+    app.include_router(router, **include)
+    return app
+
+
+def test_dependencies_given_at_include_time_are_refused() -> None:
+    app = _included(FastAPI(), dependencies=[Depends(lambda: None)])
+    with pytest.raises(TypeError, match="DirectRoute"):
+        app.openapi()
+
+
+async def test_app_wide_dependencies_are_refused_at_the_first_request_too() -> None:
+    app = _included(FastAPI(dependencies=[Depends(lambda: None)]))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        with pytest.raises(TypeError, match="DirectRoute"):
+            await client.get("/x")
+
+
+async def test_an_include_without_dependencies_is_served() -> None:
+    app = _included(FastAPI(), prefix="/p", tags=["t"])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        assert (await client.get("/p/x")).json() == {"name": "/p/x"}
