@@ -188,11 +188,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     schemas = schema.setdefault("components", {}).setdefault("schemas", {})
     for name, model_schema in bodies.openapi_components().items():
         schemas.setdefault(name, model_schema)
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
     schema["components"]["securitySchemes"] = {
         "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     }
-    components = schema.get("components", {}).get("schemas", {})
-    components.pop("HTTPValidationError", None)
-    components.pop("ValidationError", None)
     app.openapi_schema = schema
     return schema

@@ -39,8 +39,11 @@ def is_json(content_type: str | None) -> bool:
     return subtype == "json" or subtype.endswith("+json")
 
 
-def _in_body(error: Any) -> dict[str, Any]:
-    return {**error, "loc": ("body", *error["loc"])}
+def _in_body(exc: PydanticValidationError) -> RequestValidationError:
+    """Pydantic's errors located in the body, as FastAPI reports a declared body's."""
+    return RequestValidationError(
+        [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+    )
 
 
 async def optional_json(request: Request, adapter: TypeAdapter[T | None]) -> T | None:
@@ -69,9 +72,8 @@ async def optional_json(request: Request, adapter: TypeAdapter[T | None]) -> T |
     try:
         return adapter.validate_json(raw)
     except PydanticValidationError as exc:
-        errors = exc.errors()
-        if not any(error["type"] == "json_invalid" for error in errors):
-            raise RequestValidationError([_in_body(error) for error in errors]) from None
+        if not any(error["type"] == "json_invalid" for error in exc.errors()):
+            raise _in_body(exc) from None
     try:
         decoded = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -92,7 +94,7 @@ async def optional_json(request: Request, adapter: TypeAdapter[T | None]) -> T |
     try:
         return adapter.validate_python(decoded)
     except PydanticValidationError as exc:
-        raise RequestValidationError([_in_body(error) for error in exc.errors()]) from None
+        raise _in_body(exc) from None
 
 
 # The models ``openapi_body`` documented, for the document's components (filled as the routes are declared).
