@@ -45,15 +45,16 @@ class DirectRoute(APIRoute):
     silently ignored.
     """
 
-    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
-        super().__init__(path, endpoint, **kwargs)
-        _refuse_unless_request_only(self.dependant, path)
-        if not inspect.iscoroutinefunction(endpoint):
-            raise TypeError(f"{path}: a DirectRoute endpoint is an async function")
-
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """The endpoint itself, once it is known to need nothing but the request. FastAPI asks for the handler when
+        the route is declared (its own dependant) and again when it builds the route as included (the dependant
+        with include_router()'s and the app's dependencies too)."""
         context = _effective_route_context_var.get()
+        dependant: Dependant = self.dependant
         if context is not None and getattr(context, "original_route", None) is self:
-            _refuse_unless_request_only(context.dependant, self.path)
+            dependant = context.dependant
+        _refuse_unless_request_only(dependant, self.path)
+        if not inspect.iscoroutinefunction(self.endpoint):
+            raise TypeError(f"{self.path}: a DirectRoute endpoint is an async function")
         handler: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
         return handler
