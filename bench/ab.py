@@ -31,10 +31,8 @@ from pathlib import Path
 
 from perf import ROOT, database, load
 from perf.database import BackendName
-from perf.scenarios import CONNECTIONS, ME_PATH, REFRESH_PATH, THREADS
+from perf.scenarios import CONNECTIONS, ME_PATH, REFRESH_PATH, THREADS, TOKEN_SESSIONS
 from perf.server import Server, running
-
-TOKEN_SESSIONS = 256
 
 
 @dataclass(frozen=True)

@@ -89,22 +89,26 @@ def _engine(backend: Backend) -> AsyncEngine:
     return create_async_engine(normalize_database_url(backend.url))
 
 
-async def _recreate_postgres() -> None:
+_DROP = f'DROP DATABASE IF EXISTS "{POSTGRES_DATABASE}" WITH (FORCE)'
+
+
+async def _on_server(*statements: str) -> None:
+    """Statements run on the PostgreSQL server's maintenance database, in order."""
     conn = await asyncpg.connect(f"{POSTGRES_SERVER}/postgres")
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{POSTGRES_DATABASE}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{POSTGRES_DATABASE}"')
+        for statement in statements:
+            await conn.execute(statement)
     finally:
         await conn.close()
+
+
+async def _recreate_postgres() -> None:
+    await _on_server(_DROP, f'CREATE DATABASE "{POSTGRES_DATABASE}"')
 
 
 async def drop_postgres() -> None:
     """Drop the bench's PostgreSQL database, whoever is still connected."""
-    conn = await asyncpg.connect(f"{POSTGRES_SERVER}/postgres")
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{POSTGRES_DATABASE}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await _on_server(_DROP)
 
 
 def create(name: BackendName, workdir: Path) -> Backend:
