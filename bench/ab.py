@@ -1,7 +1,7 @@
 """Two versions of the service side by side: the same wrk load, alternated between them round after round.
 
     uv run --frozen python bench/ab.py [--base REV] [--backend postgresql|sqlite] [--scenario refresh|me]
-                                       [--rounds 8] [--seconds 4]
+                                       [--rounds 8] [--seconds 4] [--cpu-limit CORES]
 
 On this shared two-core machine a single run's throughput moves by ±10-20 % from one minute to the next, so a
 change worth 5 % cannot be seen by comparing two runs of ``bench/run.py``. Here both servers run on the same
@@ -12,7 +12,8 @@ pair: the report gives the median of B/A over the rounds, with the range; trust 
 direction, or repeat the run (bench/results/ab.md has an A/A calibration and a change that measured 1.071, then
 1.002). ``base`` is a git revision checked out in a temporary worktree (default HEAD); B is this working tree,
 uncommitted changes included. The database is migrated by this working tree: compare revisions with the same
-migrations.
+migrations. ``--cpu-limit`` runs both servers under a cgroup CPU quota (perf.cpucap), as on a slower machine; only
+one of them is loaded at a time.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from perf import ROOT, database, load
+from perf.cpucap import cpu_cap
 from perf.database import BackendName
 from perf.scenarios import CONNECTIONS, ME_PATH, REFRESH_PATH, THREADS, TOKEN_SESSIONS
 from perf.server import Server, running
@@ -106,7 +108,8 @@ def _median_ratio(pairs: list[tuple[Sample, Sample]], field: str) -> str:
 def report(args: argparse.Namespace, base: str, pairs: list[tuple[Sample, Sample]]) -> str:
     lines = [
         f"A/B `{base}` (A) vs the working tree (B), {args.backend} {args.scenario}, "
-        f"{args.rounds} rounds of 2 x {args.seconds:g} s each, wrk -t{THREADS} -c{CONNECTIONS}",
+        f"{args.rounds} rounds of 2 x {args.seconds:g} s each, wrk -t{THREADS} -c{CONNECTIONS}"
+        + (f", servers capped at {args.cpu_limit:g} core" if args.cpu_limit else ""),
         "",
         "| round | A req/s | B req/s | A p99 ms | B p99 ms | A CPU µs/req | B CPU µs/req | errors A/B |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -135,6 +138,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=4.0, help="per measurement; 4 per round")
     parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument(
+        "--cpu-limit", type=float, metavar="CORES", help="cap both servers (perf.cpucap)"
+    )
     args = parser.parse_args(argv)
     backend_name: BackendName = args.backend
     base = subprocess.run(
@@ -158,13 +164,15 @@ def main(argv: list[str]) -> int:
     )
     files = str(load.write_thread_files(workdir / "tokens", args.scenario, values, THREADS))
     pairs: list[tuple[Sample, Sample]] = []
-    with worktree(base) as tree:
+    with contextlib.ExitStack() as stack:
+        cap = None if args.cpu_limit is None else stack.enter_context(cpu_cap(args.cpu_limit))
+        tree = stack.enter_context(worktree(base))
         for number in range(args.rounds):
             # Fresh processes every round: two processes of the same code can differ by several per cent for
             # the whole of their lives (memory layout, hash seeds), which would pass for a difference of code.
             with (
-                running(backend, keys, workdir, "a", rotation=False, root=tree) as a,
-                running(backend, keys, workdir, "b", rotation=False) as b,
+                running(backend, keys, workdir, "a", rotation=False, root=tree, cap=cap) as a,
+                running(backend, keys, workdir, "b", rotation=False, cap=cap) as b,
             ):
                 if number == 0:
                     print(f"A: {a.code} from {tree}; B: {b.code}", flush=True)

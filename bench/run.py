@@ -21,10 +21,18 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from perf import RESULTS, ROOT, database, hashlimit, report
+from perf import RESULTS, ROOT, cpucap, database, hashlimit, report
 from perf.database import BackendName
 from perf.profile import markdown, summarize
-from perf.scenarios import OPTIONAL_SCENARIOS, SCENARIOS, Context, Options, Outcome
+from perf.scenarios import (
+    CAP_REFUSED,
+    OPTIONAL_SCENARIOS,
+    SCENARIOS,
+    Context,
+    Options,
+    Outcome,
+    reference_cap,
+)
 from perf.server import server_command
 
 BACKENDS: tuple[BackendName, ...] = ("sqlite", "postgresql")
@@ -67,11 +75,47 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--keep", action="store_true", help="keep the work directory (logs, wrk output)"
     )
+    parser.add_argument(
+        "--cpu-limit",
+        metavar="CORES|reference",
+        type=_cpu_limit,
+        help="run every server under a cgroup CPU quota, to emulate a slower machine (needs root): a number of "
+        "cores, or 'reference' for the quota at which /healthz serves the issue's reference ~4,500 req/s. "
+        f"Not with {', '.join(CAP_REFUSED)}. See bench/perf/cpucap.py",
+    )
     return parser.parse_args(argv)
+
+
+def _cpu_limit(value: str) -> float | str:
+    if value == "reference":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a number of cores, or 'reference'") from None
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.cpu_limit is None:
+        return run(args, argv, None)
+    refused = set(args.scenario or SCENARIOS) & set(CAP_REFUSED)
+    if refused:
+        print(
+            f"--cpu-limit cannot emulate a slower machine for {', '.join(sorted(refused))}: "
+            "choose other scenarios with --scenario",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        with cpucap.cpu_cap(None if args.cpu_limit == "reference" else args.cpu_limit) as cap:
+            return run(args, argv, cap)
+    except cpucap.CapUnavailable as exc:
+        print(exc, file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace, argv: list[str], cap: cpucap.CpuCap | None) -> int:
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
         return 2
@@ -82,7 +126,9 @@ def main(argv: list[str]) -> int:
     started = datetime.now(UTC)
     workdir = Path(tempfile.mkdtemp(prefix="refreshd-bench-"))
     hash_seconds = args.hash_seconds or (3.0 if args.quick else 5.0)
-    options = Options(duration, warmup, args.users, args.rows, args.profile, workdir, hash_seconds)
+    options = Options(
+        duration, warmup, args.users, args.rows, args.profile, workdir, hash_seconds, cap
+    )
     outcome = Outcome()
     load_start = os.getloadavg()
     print(f"work directory {workdir}; scenarios {', '.join(scenarios)}", flush=True)
@@ -94,6 +140,7 @@ def main(argv: list[str]) -> int:
             f"hash limit: {limit.per_second:.1f} verifies/s ({limit.threads} threads)", flush=True
         )
 
+    calibrated = False
     database_versions = []
     labels = []
     try:
@@ -103,6 +150,9 @@ def main(argv: list[str]) -> int:
             database_versions.append(database.server_version(backend))
             database.seed_users(backend, args.users)
             ctx = Context(backend, database.Secrets.generate(), options, outcome)
+            if cap is not None and args.cpu_limit == "reference" and not calibrated:
+                reference_cap(ctx, cap)
+                calibrated = True
             for scenario in scenarios:
                 began = time.monotonic()
                 print(f"[{backend.label}] {scenario} ...", flush=True)
@@ -150,6 +200,7 @@ def main(argv: list[str]) -> int:
         server_command="python " + " ".join(server_command("<port>", 1)[1:]),
         hash_limit=limit,
         hash_limit_end=limit_end,
+        cpu_cap=cap.describe() if cap is not None else None,
     )
     section = report.render(info, outcome, labels)
     output = args.output or RESULTS / f"{started:%Y-%m-%d}.md"

@@ -37,6 +37,7 @@ class RunInfo:
     server_command: str
     hash_limit: HashLimit | None
     hash_limit_end: HashLimit | None
+    cpu_cap: str | None = None  # perf.cpucap's description of the servers' CPU quota
 
 
 def machine() -> str:
@@ -179,6 +180,11 @@ def render(info: RunInfo, outcome: Outcome, backends: list[str]) -> str:
         f"measurement after a {info.warmup:g} s warm-up that is not recorded; {info.users:,} users; "
         f"bulk scenarios use {info.bulk_rows:,} rows",
     ]
+    if info.cpu_cap is not None:
+        lines.append(
+            f"- CPU cap (`--cpu-limit`): every server ran under {info.cpu_cap}, to emulate a slower machine; "
+            "the database, wrk and the kernel ran uncapped (bench/perf/cpucap.py says what this emulates)"
+        )
     if info.hash_limit is not None:
         h = info.hash_limit
         end = info.hash_limit_end

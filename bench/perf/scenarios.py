@@ -10,11 +10,13 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from perf import RESULTS, ROOT, database, hashlimit, load, wire
+from perf.cpucap import CpuCap
 from perf.database import Backend, Secrets
 from perf.hashlimit import HashLimit
 from perf.load import CpuWindow, WrkResult
@@ -50,6 +52,7 @@ class Options:
     profile: bool
     workdir: Path
     hash_seconds: float = 5.0  # each measurement of the hash limit
+    cap: CpuCap | None = None  # every server runs in this cgroup (perf.cpucap)
 
 
 @dataclass
@@ -114,6 +117,26 @@ class Context:
 
     def note(self, text: str) -> None:
         self.outcome.notes.append(f"{self.label}: {text}")
+
+    def serve(
+        self,
+        name: str,
+        *,
+        rotation: bool,
+        workers: int = 1,
+        env: dict[str, str] | None = None,
+    ) -> AbstractContextManager[Server]:
+        """A server for one scenario, on this backend, under the run's CPU cap if it has one."""
+        return running(
+            self.backend,
+            self.keys,
+            self.options.workdir,
+            name,
+            rotation=rotation,
+            workers=workers,
+            env=env,
+            cap=self.options.cap,
+        )
 
 
 @dataclass(frozen=True)
@@ -310,7 +333,7 @@ def _error_check(ctx: Context, what: str, row: Row) -> None:
 
 def generator(ctx: Context) -> None:
     """wrk against /healthz: the ceiling of load generator + server stack on this machine."""
-    with running(ctx.backend, ctx.keys, ctx.options.workdir, "generator", rotation=False) as server:
+    with ctx.serve("generator", rotation=False) as server:
         work = Load("healthz.lua", "/healthz", [])
         warm_up(ctx, server, work)
         row = measure(ctx, server, "generator", "GET /healthz (no database)", work)
@@ -326,6 +349,57 @@ def generator(ctx: Context) -> None:
     )
 
 
+# Several busy threads (the hashing pool) or processes would share one CPU quota instead of each getting a slower
+# core: a cap does not emulate a slower machine for these (perf.cpucap).
+CAP_REFUSED = ("login", "refresh-under-login", "two-workers")
+CALIBRATION_SECONDS = 5.0
+CALIBRATION_TOLERANCE = 0.03
+CALIBRATION_STEPS = 5
+
+
+def reference_cap(ctx: Context, cap: CpuCap) -> float | None:
+    """Set ``cap`` to the CPU quota at which /healthz serves the reference machine's ~4,500 req/s, and return it
+    (None when this machine is no faster than the reference). One uncapped measurement gives a first guess, then
+    capped ones correct it until one is within 3 % (at most five); the nearest is used."""
+    work = Load("healthz.lua", "/healthz", [])
+    steps: list[str] = []
+    points: list[tuple[float, float]] = []
+
+    def healthz(cores: float | None) -> tuple[float, float]:
+        cap.limit(cores)
+        with ctx.serve("calibration", rotation=False) as server:
+            warm_up(ctx, server, work)
+            cpu_before = server.cpu_seconds()
+            window = CpuWindow()
+            result = _start(ctx, server, work, CALIBRATION_SECONDS, "calibration").finish()
+            used = (server.cpu_seconds() - cpu_before) / window.stop().seconds
+        steps.append(f"{cap.describe()}: {result.rps:,.0f} req/s")
+        return used, max(result.rps, 1.0)
+
+    used, rps = healthz(None)
+    cores = used * REFERENCE_BARE_RPS / rps
+    if cores >= 1.0:
+        cap.limit(None)
+        ctx.note(
+            f"reference speed: no CPU cap, this machine is no faster than the reference ({steps[0]})"
+        )
+        return None
+    for _ in range(CALIBRATION_STEPS):
+        points.append((cores, healthz(cores)[1]))
+        if abs(points[-1][1] / REFERENCE_BARE_RPS - 1) <= CALIBRATION_TOLERANCE:
+            break
+        # By the ratio still missing: a line through two noisy points (±5 % here) overshot wildly.
+        cores = min(cores * REFERENCE_BARE_RPS / points[-1][1], 1.0)
+    cores = min(points, key=lambda p: abs(p[1] - REFERENCE_BARE_RPS))[0]
+    cap.limit(cores)
+    ctx.note(
+        f"reference speed: servers capped at {cap.describe()}, the step nearest ~{REFERENCE_BARE_RPS:,.0f} "
+        f"req/s on /healthz ({CALIBRATION_SECONDS:g} s each: {'; '.join(steps)}); the generator rows show the "
+        "cap's result"
+    )
+    return cores
+
+
 def _steady(
     ctx: Context,
     scenario: str,
@@ -338,7 +412,7 @@ def _steady(
 ) -> None:
     """Warm-up, the measurement, its one-thread control and (with --profile) a profile, on one server; then
     throughput, latency and errors against the targets."""
-    with running(ctx.backend, ctx.keys, ctx.options.workdir, scenario, rotation=False) as server:
+    with ctx.serve(scenario, rotation=False) as server:
         warm_up(ctx, server, load_of(ctx, f"{scenario}-warm"))
         row = measure(ctx, server, scenario, label, load_of(ctx, scenario))
         latency_control(ctx, server, scenario, label, load_of(ctx, f"{scenario}-t1"))
@@ -363,7 +437,7 @@ def refresh(ctx: Context) -> None:
 
 def refresh_rotation(ctx: Context) -> None:
     """Rotation on: 256 token chains, each presented once and followed by its successor (bench/wrk/chain.lua)."""
-    with running(ctx.backend, ctx.keys, ctx.options.workdir, "rotation", rotation=True) as server:
+    with ctx.serve("rotation", rotation=True) as server:
         warm_up(ctx, server, _chain_load(ctx, "chain-warm"))
         before = server.metrics()
         row = measure(
@@ -417,7 +491,7 @@ def login(ctx: Context) -> None:
     idle: this kind of machine's speed drifts by 10-15 % within a run (a limit taken once at the start of a run
     and once at its end differed by that much), and a login load is only comparable with the cores' speed at
     the time."""
-    with running(ctx.backend, ctx.keys, ctx.options.workdir, "login", rotation=False) as server:
+    with ctx.serve("login", rotation=False) as server:
         warm_up(ctx, server, _login_load(ctx, "login-warm"))
         before = hashlimit.measure(ctx.options.hash_seconds)
         row = measure(ctx, server, "login", "login (16 connections)", _login_load(ctx, "login"))
@@ -441,7 +515,7 @@ def login_check(rps: float, before: HashLimit, after: HashLimit) -> tuple[str, s
 
 def refresh_under_login(ctx: Context) -> None:
     """Refresh (rotation off) alone, then again while 16 connections of logins saturate the hashing pool."""
-    with running(ctx.backend, ctx.keys, ctx.options.workdir, "mixed", rotation=False) as server:
+    with ctx.serve("mixed", rotation=False) as server:
         warm_up(ctx, server, _refresh_load(ctx, "mixed-warm"))
         alone = measure(
             ctx,
@@ -474,7 +548,7 @@ def million(ctx: Context) -> None:
     """Refresh on the small table, then with N more live sessions bulk-loaded, aimed at the whole table."""
     rows = ctx.options.bulk_rows
     marker = "refreshd-bench-million"
-    with running(ctx.backend, ctx.keys, ctx.options.workdir, "million", rotation=False) as server:
+    with ctx.serve("million", rotation=False) as server:
         warm_up(ctx, server, _refresh_load(ctx, "million-warm"))
         empty = measure(
             ctx,
@@ -588,10 +662,7 @@ def purge(ctx: Context) -> None:
     interval = f"{math.ceil(ctx.options.warmup) + PURGE_START_S}s"
     before = _expired_now(ctx)  # nothing purges before the server's first round
 
-    with running(
-        ctx.backend,
-        ctx.keys,
-        ctx.options.workdir,
+    with ctx.serve(
         "purge",
         rotation=False,
         env={"SESSION_PURGE_INTERVAL": interval},
@@ -662,7 +733,7 @@ def purge_job(ctx: Context) -> None:
     job: list[subprocess.Popen[str]] = []
     before = _expired_now(ctx)
 
-    with running(ctx.backend, ctx.keys, ctx.options.workdir, "purge-job", rotation=False) as server:
+    with ctx.serve("purge-job", rotation=False) as server:
         warm_up(ctx, server, _refresh_load(ctx, "purge-job-warm"))
 
         def start_the_job() -> None:
@@ -722,9 +793,7 @@ def two_workers(ctx: Context) -> None:
     results = []
     for workers in (1, 2):
         name = f"workers{workers}"
-        with running(
-            ctx.backend, ctx.keys, ctx.options.workdir, name, rotation=False, workers=workers
-        ) as server:
+        with ctx.serve(name, rotation=False, workers=workers) as server:
             warm_up(ctx, server, _refresh_load(ctx, f"{name}-warm"))
             results.append(
                 measure(

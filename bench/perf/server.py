@@ -19,6 +19,7 @@ import httpx
 import psutil
 
 from perf import ROOT
+from perf.cpucap import CpuCap
 from perf.database import Backend, Secrets
 
 START_TIMEOUT = 90.0
@@ -223,9 +224,11 @@ def running(
     workers: int = 1,
     env: Mapping[str, str] | None = None,
     root: Path = ROOT,
+    cap: CpuCap | None = None,
 ) -> Iterator[Server]:
     """One uvicorn server (``workers`` processes), ready on /readyz; stopped with SIGTERM on exit. ``env``
-    overrides settings for this server; ``root`` is the checkout whose code it runs."""
+    overrides settings for this server; ``root`` is the checkout whose code it runs; under ``cap`` it runs in
+    that cgroup (perf.cpucap), from before it imports the app."""
     port = free_port()
     code = code_version(root)
     log = workdir / f"server-{backend.name}-{name}.log"
@@ -241,6 +244,8 @@ def running(
         )
     server = Server(process, port, log, workers, command, code=code)
     try:
+        if cap is not None:
+            cap.add(process.pid)
         _wait_ready(server)
         if workers > 1:
             _wait_workers(server)
