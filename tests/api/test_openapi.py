@@ -1,7 +1,11 @@
 from __future__ import annotations
 
 import httpx
+from fastapi.routing import APIRoute
+from starlette.routing import Route
 
+from app.main import create_app
+from app.settings import Settings
 from tests.api.test_register import USER_KEYS
 
 ROUTES = {
@@ -40,3 +44,27 @@ async def test_every_route_documents_its_models_and_errors(client: httpx.AsyncCl
     assert "HTTPValidationError" not in schemas
     assert list(schemas["UserOut"]["properties"]) == USER_KEYS
     assert schemas["RegisterRequest"]["additionalProperties"] is False
+
+
+async def test_sections_come_in_a_fixed_order_and_name_every_route(
+    client: httpx.AsyncClient,
+) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    sections = [tag["name"] for tag in spec["tags"]]
+    assert sections == ["auth", "account", "users", "sessions", "health"]
+    assert all(tag["description"] for tag in spec["tags"])
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            (tag,) = op["tags"]
+            assert tag in sections, (path, method)
+    assert spec["paths"]["/api/users/me"]["get"]["tags"] == ["users"]
+    assert spec["paths"]["/api/auth/local/refresh"]["post"]["tags"] == ["auth"]
+
+
+def test_the_hottest_routes_are_the_apps_own(settings: Settings) -> None:
+    """Refresh and /users/me are matched before any included router (app.main says why)."""
+    routes = create_app(settings).router.routes
+    position = {route.path: i for i, route in enumerate(routes) if isinstance(route, APIRoute)}
+    first_included = min(i for i, route in enumerate(routes) if not isinstance(route, Route))
+    for path in ("/api/auth/local/refresh", "/api/auth/refresh", "/api/users/me"):
+        assert position[path] < first_included, path

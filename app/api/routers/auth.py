@@ -237,20 +237,23 @@ def _count_refresh(metrics: Metrics, outcome: Refreshed | Refused) -> None:
             metrics.count_revoked(Revocation.REUSE.value)
 
 
-for path, name in (("/local/refresh", "refresh_plugin"), ("/refresh", "refresh")):
-    router.add_api_route(
-        path,
-        refresh,
-        methods=["POST"],
-        name=name,
-        response_model=RefreshResponse,
-        response_model_exclude_none=True,
-        responses=errors(400, 401, 403, 413, 500),
-        openapi_extra=bodies.openapi_body(RefreshRequest),
-        route_class_override=DirectRoute,
-        summary="Get a new access token with a refresh token"
-        + (" (the refresh-token plugin's path)" if path == "/local/refresh" else ""),
-    )
+def add_refresh_routes(app_router: APIRouter) -> None:
+    """Declare both refresh paths on the app's own router, not on ``router`` (see app.main)."""
+    for path, name in (("/local/refresh", "refresh_plugin"), ("/refresh", "refresh")):
+        app_router.add_api_route(
+            router.prefix + path,
+            refresh,
+            methods=["POST"],
+            name=name,
+            tags=router.tags,
+            response_model=RefreshResponse,
+            response_model_exclude_none=True,
+            responses=errors(400, 401, 403, 413, 500),
+            openapi_extra=bodies.openapi_body(RefreshRequest),
+            route_class_override=DirectRoute,
+            summary="Get a new access token with a refresh token"
+            + (" (the refresh-token plugin's path)" if path == "/local/refresh" else ""),
+        )
 
 
 @router.post(

@@ -10,8 +10,6 @@ from app.api.direct import DirectRoute
 from app.api.docs import errors
 from app.schemas.common import UserOut, user_payload
 
-router = APIRouter(prefix="/api/users", tags=["users"])
-
 
 async def me(request: Request) -> JSONResponse:
     """The bare user object (no envelope), as Strapi returns it."""
@@ -22,12 +20,15 @@ async def me(request: Request) -> JSONResponse:
     return JSONResponse(user_payload(principal.user))
 
 
-router.add_api_route(
-    "/me",
-    me,
-    methods=["GET"],
-    response_model=UserOut,
-    responses=errors(401, 403, 500),
-    summary="The user the access token belongs to",
-    route_class_override=DirectRoute,
-)
+def add_me_route(app_router: APIRouter) -> None:
+    """Declare ``/api/users/me`` on the app's own router (see app.main)."""
+    app_router.add_api_route(
+        "/api/users/me",
+        me,
+        methods=["GET"],
+        tags=["users"],
+        response_model=UserOut,
+        responses=errors(401, 403, 500),
+        summary="The user the access token belongs to",
+        route_class_override=DirectRoute,
+    )
