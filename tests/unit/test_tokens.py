@@ -383,8 +383,17 @@ def test_payload_that_is_not_an_object(payload: object) -> None:
     assert access_problem(craft(payload)) is TokenProblem.MALFORMED
 
 
-def test_payload_that_is_not_json() -> None:
-    signing_input = b64url_json({"alg": ALG, "typ": "JWT"}) + "." + b64url(b"{not json")
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"{not json",
+        b'{"type": "access", "iat": 1, "exp": 2, "x": "\xff"}',  # not UTF-8
+        '{"type": "access"}'.encode("utf-16"),  # JSON, but not in UTF-8
+        b'{"type": "access", "sub": "1"} trailing',
+    ],
+)
+def test_payload_that_is_not_json_in_utf8(payload: bytes) -> None:
+    signing_input = b64url_json({"alg": ALG, "typ": "JWT"}) + "." + b64url(payload)
     mac = hmac.new(ACCESS_KEY.encode(), signing_input.encode(), hashlib.sha256).digest()
     assert access_problem(signing_input + "." + b64url(mac)) is TokenProblem.MALFORMED
 
