@@ -1,8 +1,8 @@
 """Access and refresh tokens: what a token is and how it is checked, apart from how it travels.
 
 Both are HMAC-signed JWTs with pinned algorithms and distinct keys. Each carries ``type`` so that one kind can never
-pass for the other even if an operator reused a key. Verification takes ``now`` as an argument: the library's own
-clock checks are switched off and done here, against the injected time.
+pass for the other even if an operator reused a key. Verification takes ``now`` as an argument: the library checks
+the signature and its algorithm, and every claim, times included, is checked here, against the injected time.
 """
 
 from __future__ import annotations
