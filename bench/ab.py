@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from perf import ROOT, database, load
-from perf.cpucap import cpu_cap
+from perf.cpucap import CapUnavailable, check_cores, cpu_cap
 from perf.database import BackendName
 from perf.scenarios import CONNECTIONS, ME_PATH, REFRESH_PATH, THREADS, TOKEN_SESSIONS
 from perf.server import Server, running
@@ -128,6 +128,15 @@ def report(args: argparse.Namespace, base: str, pairs: list[tuple[Sample, Sample
     return "\n".join(lines)
 
 
+def _cores(value: str) -> float:
+    try:
+        cores = float(value)
+        check_cores(cores)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return cores
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -139,7 +148,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="per measurement; 4 per round")
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument(
-        "--cpu-limit", type=float, metavar="CORES", help="cap both servers (perf.cpucap)"
+        "--cpu-limit", type=_cores, metavar="CORES", help="cap both servers (perf.cpucap)"
     )
     args = parser.parse_args(argv)
     backend_name: BackendName = args.backend
@@ -165,7 +174,11 @@ def main(argv: list[str]) -> int:
     files = str(load.write_thread_files(workdir / "tokens", args.scenario, values, THREADS))
     pairs: list[tuple[Sample, Sample]] = []
     with contextlib.ExitStack() as stack:
-        cap = None if args.cpu_limit is None else stack.enter_context(cpu_cap(args.cpu_limit))
+        try:
+            cap = None if args.cpu_limit is None else stack.enter_context(cpu_cap(args.cpu_limit))
+        except CapUnavailable as exc:
+            print(exc, file=sys.stderr)
+            return 2
         tree = stack.enter_context(worktree(base))
         for number in range(args.rounds):
             # Fresh processes every round: two processes of the same code can differ by several per cent for

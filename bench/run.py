@@ -90,9 +90,11 @@ def _cpu_limit(value: str) -> float | str:
     if value == "reference":
         return value
     try:
-        return float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError("a number of cores, or 'reference'") from None
+        cores = float(value)
+        cpucap.check_cores(cores)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"a number of cores, or 'reference': {exc}") from None
+    return cores
 
 
 def main(argv: list[str]) -> int:
@@ -200,7 +202,7 @@ def run(args: argparse.Namespace, argv: list[str], cap: cpucap.CpuCap | None) ->
         server_command="python " + " ".join(server_command("<port>", 1)[1:]),
         hash_limit=limit,
         hash_limit_end=limit_end,
-        cpu_cap=cap.describe() if cap is not None else None,
+        cpu_cap=cap.describe() if cap is not None and cap.cores is not None else None,
     )
     section = report.render(info, outcome, labels)
     output = args.output or RESULTS / f"{started:%Y-%m-%d}.md"

@@ -228,14 +228,14 @@ def running(
 ) -> Iterator[Server]:
     """One uvicorn server (``workers`` processes), ready on /readyz; stopped with SIGTERM on exit. ``env``
     overrides settings for this server; ``root`` is the checkout whose code it runs; under ``cap`` it runs in
-    that cgroup (perf.cpucap), from before it imports the app."""
+    that cgroup (perf.cpucap), joined before the server's program starts."""
     port = free_port()
     code = code_version(root)
     log = workdir / f"server-{backend.name}-{name}.log"
     command = server_command(port, workers)
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            command,
+            command if cap is None else cap.wrap(command),
             cwd=root,
             env={**server_env(backend, keys, rotation=rotation), **(env or {})},
             stdout=sink,
@@ -244,8 +244,6 @@ def running(
         )
     server = Server(process, port, log, workers, command, code=code)
     try:
-        if cap is not None:
-            cap.add(process.pid)
         _wait_ready(server)
         if workers > 1:
             _wait_workers(server)

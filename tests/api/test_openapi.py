@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 from fastapi.routing import APIRoute
 from starlette.routing import Route
 
 from app.main import create_app
-from app.settings import Settings
 from tests.api.test_register import USER_KEYS
+from tests.support import make_settings
 
 ROUTES = {
     ("/api/auth/local", "post"),
@@ -61,9 +63,9 @@ async def test_sections_come_in_a_fixed_order_and_name_every_route(
     assert spec["paths"]["/api/auth/local/refresh"]["post"]["tags"] == ["auth"]
 
 
-def test_the_hottest_routes_are_the_apps_own(settings: Settings) -> None:
+def test_the_hottest_routes_are_the_apps_own(tmp_path: Path) -> None:
     """Refresh and /users/me are matched before any included router (app.main says why)."""
-    routes = create_app(settings).router.routes
+    routes = create_app(make_settings(f"sqlite+aiosqlite:///{tmp_path}/x.db")).router.routes
     position = {route.path: i for i, route in enumerate(routes) if isinstance(route, APIRoute)}
     first_included = min(i for i, route in enumerate(routes) if not isinstance(route, Route))
     for path in ("/api/auth/local/refresh", "/api/auth/refresh", "/api/users/me"):

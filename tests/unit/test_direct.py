@@ -113,3 +113,21 @@ async def test_an_include_without_dependencies_is_served() -> None:
         transport=httpx.ASGITransport(app=app), base_url="http://t"
     ) as client:
         assert (await client.get("/p/x")).json() == {"name": "/p/x"}
+
+
+def test_app_wide_dependencies_are_refused_on_the_apps_own_router() -> None:
+    app = FastAPI(dependencies=[Depends(lambda: None)])
+    with pytest.raises(TypeError, match="DirectRoute"):
+        app.router.add_api_route("/x", endpoint, route_class_override=DirectRoute)
+
+
+async def test_a_route_of_the_apps_own_is_served_and_documented() -> None:
+    app = FastAPI()
+    app.router.add_api_route("/x", endpoint, response_model=Out, route_class_override=DirectRoute)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        assert (await client.get("/x")).json() == {"name": "/x"}
+        assert (await client.post("/x")).status_code == 405
+        spec = (await client.get("/openapi.json")).json()
+    assert "/x" in spec["paths"]
