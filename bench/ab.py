@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from perf import ROOT, database, load
-from perf.cpucap import CapUnavailable, check_cores, cpu_cap
+from perf.cpucap import CapUnavailable, cores_argument, cpu_cap
 from perf.database import BackendName
 from perf.scenarios import CONNECTIONS, ME_PATH, REFRESH_PATH, THREADS, TOKEN_SESSIONS
 from perf.server import Server, running
@@ -128,15 +128,6 @@ def report(args: argparse.Namespace, base: str, pairs: list[tuple[Sample, Sample
     return "\n".join(lines)
 
 
-def _cores(value: str) -> float:
-    try:
-        cores = float(value)
-        check_cores(cores)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return cores
-
-
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -148,7 +139,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="per measurement; 4 per round")
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument(
-        "--cpu-limit", type=_cores, metavar="CORES", help="cap both servers (perf.cpucap)"
+        "--cpu-limit", type=cores_argument, metavar="CORES", help="cap both servers (perf.cpucap)"
     )
     args = parser.parse_args(argv)
     backend_name: BackendName = args.backend

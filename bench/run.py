@@ -89,12 +89,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def _cpu_limit(value: str) -> float | str:
     if value == "reference":
         return value
-    try:
-        cores = float(value)
-        cpucap.check_cores(cores)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"a number of cores, or 'reference': {exc}") from None
-    return cores
+    return cpucap.cores_argument(value)
 
 
 def main(argv: list[str]) -> int:

@@ -16,6 +16,7 @@ cpu controller is enabled for the root's children if it was not (and left so).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import secrets
@@ -80,6 +81,16 @@ def check_cores(cores: float | None) -> None:
         raise ValueError(
             f"a CPU cap of {cores} cores is out of range ({MIN_CORES}-{os.cpu_count()})"
         )
+
+
+def cores_argument(value: str) -> float:
+    """``--cpu-limit CORES`` on a command line: a number of cores in range."""
+    try:
+        cores = float(value)
+        check_cores(cores)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"a number of cores: {exc}") from None
+    return cores
 
 
 def _create(name: str) -> tuple[Path, bool]:
