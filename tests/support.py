@@ -16,7 +16,8 @@ from alembic.config import Config
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-STRAPI_FIXTURE = ROOT.parent / "shared" / "fixtures" / "strapi-5.54.0.sqlite"
+# A real database written by Strapi 5.54.0 (its README says how it was made, and the users' passwords).
+STRAPI_FIXTURE = ROOT / "tests" / "fixtures" / "strapi-5.54.0.sqlite"
 # The server of the machine (trust auth); tests make and own a database of their own in it.
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"

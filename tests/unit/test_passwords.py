@@ -20,7 +20,7 @@ from tests.support import STRAPI_FIXTURE
 
 ARGON2ID_DEFAULT_PREFIX = "$argon2id$v=19$m=19456,t=2,p=1$"
 
-# The passwords of the fixture's users (../shared/fixtures/README.md).
+# The passwords of the fixture's users (tests/fixtures/README.md).
 FIXTURE_PASSWORDS = {
     "alice": "Secret-pass-123",
     "bob": "pässwörd-ünïcode",
