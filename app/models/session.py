@@ -24,8 +24,14 @@ class Session(Base):
     )
     # Current refresh-token generation; 0 while no refresh token was issued.
     generation: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
-    # When the current generation was issued (the reuse grace window counts from here).
+    # When the current generation was issued, and the two before it: generation g was replaced when g + 1 was
+    # issued, and a token replaced less than REFRESH_TOKEN_REUSE_GRACE ago still refreshes
+    # (``app.services.sessions.replaced_within_grace``). Each rotation shifts them along, in its one UPDATE.
     rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    previous_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    earlier_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Generations below this one never get the grace: a password change retired them on purpose.
+    grace_floor: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     # Idle expiry of the current refresh token; null when the session has none.
     refresh_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Absolute end of the session: rotation never moves it.

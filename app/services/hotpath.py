@@ -86,10 +86,13 @@ _ALIVE = and_(
 )
 _CANDIDATE = bindparam("candidate", type_=UTCDateTime())
 # The next generation, as SET clauses: refresh_expires_at = min(now + idle, expires_at), so the idle expiry
-# slides and the absolute one never moves.
+# slides and the absolute one never moves; the issue times shift along (SET reads the row as it was), so the row
+# knows when its last three generations were issued, for the reuse grace.
 NEXT_GENERATION = {
     "generation": _SESSIONS.c.generation + 1,
     "rotated_at": NOW,
+    "previous_rotated_at": _SESSIONS.c.rotated_at,
+    "earlier_rotated_at": _SESSIONS.c.previous_rotated_at,
     "refresh_expires_at": case(
         (_SESSIONS.c.expires_at < _CANDIDATE, _SESSIONS.c.expires_at), else_=_CANDIDATE
     ),

@@ -4,6 +4,11 @@ A session is one login. Its refresh tokens are not stored: a refresh token names
 signed with the refresh key; the row keeps the current generation and its times. Every state change is one
 conditional UPDATE on that row (expected generation, not revoked, not expired), so concurrent refreshes of one
 token produce exactly one successor, on one process or many, and a refresh racing a logout cannot resurrect it.
+
+When that UPDATE misses, the verdict is taken with the row locked (``FOR UPDATE`` on PostgreSQL; SQLite's write
+transactions are serialized), from when the presented generation was replaced, which the row keeps for its last
+three generations (``replaced_within_grace``). So it does not depend on how far the session moved on between the
+miss and the verdict: a tab that won a race and used its new token at once cannot turn the losers into "reuse".
 """
 
 from __future__ import annotations
@@ -218,7 +223,8 @@ def _started(
 
 
 _SESSIONS: Table = Session.__table__  # type: ignore[assignment]  # declared models map to Tables
-# After a password change: the session that asked gets fresh refresh-token material, if it has any.
+# After a password change: the session that asked gets fresh refresh-token material, if it has any, and its
+# earlier tokens get no reuse grace (whoever else holds one is what the change is meant to cut off).
 _ROTATE_CURRENT = (
     update(_SESSIONS)
     .where(
@@ -228,7 +234,7 @@ _ROTATE_CURRENT = (
         _SESSIONS.c.revoked_at.is_(None),
         _SESSIONS.c.expires_at > NOW,
     )
-    .values(**NEXT_GENERATION)
+    .values(**NEXT_GENERATION, grace_floor=_SESSIONS.c.generation + 1)
     .returning(*ROTATION_RESULT)
 )
 
@@ -298,6 +304,29 @@ async def refresh(
     return outcome
 
 
+def replaced_within_grace(
+    row: Session, generation: int, *, now: datetime, grace: timedelta
+) -> bool:
+    """Whether the refresh token of ``generation``, older than the row's current one, was replaced less than
+    ``grace`` before ``now``.
+
+    Generation g was replaced when g + 1 was issued. The row knows when its last three generations were issued
+    (``rotated_at``, ``previous_rotated_at``, ``earlier_rotated_at``), so up to three generations behind the
+    answer is exact. Further behind, g was replaced before the oldest of those three was issued: if that one is
+    outside the window, so is g's replacement (a replay: revoke); if it is inside, the session was rotated three
+    times within the window and g's own replacement time is not known. That is taken as within the grace rather
+    than risk revoking a racing client: a thief's replay is caught as soon as the session has been quiet for the
+    window. A time not known (rows from before these columns) is taken as outside it, and so are the generations
+    a password change retired (below ``grace_floor``).
+    """
+    behind = row.generation - generation
+    if behind < 1 or generation < row.grace_floor:
+        return False
+    times = (row.rotated_at, row.previous_rotated_at, row.earlier_rotated_at)
+    replaced_at = times[min(behind, len(times)) - 1]
+    return replaced_at is not None and now - replaced_at < grace
+
+
 @dataclass(frozen=True)
 class Identity:
     """Who asks to log out: a session named by an access token, or by a refresh token of some generation."""
@@ -335,11 +364,7 @@ async def logout(
         and (
             who.generation is None
             or who.generation == row.generation
-            or (
-                who.generation == row.generation - 1
-                and row.rotated_at is not None
-                and now < row.rotated_at + lifetimes.reuse_grace
-            )
+            or replaced_within_grace(row, who.generation, now=now, grace=lifetimes.reuse_grace)
         )
     )
     if scope == "local" or not live:
@@ -364,11 +389,13 @@ async def _explain_refusal(
     now: datetime,
     lifetimes: Lifetimes,
 ) -> Refreshed | Refused:
-    """The conditional update missed: find out why (this read sees what the winner committed)."""
+    """The conditional update missed: find out why, with the row locked until the verdict is committed (this read
+    sees what the winner committed, and no rotation or revocation lands in between)."""
     query = (
         select(Session, User.blocked)
         .join(User, User.id == Session.user_id)
         .where(Session.id == claims.session_id, Session.user_id == claims.user_id)
+        .with_for_update(of=Session)
     )
     found = (await session.execute(query)).first()
     if found is None:
@@ -388,13 +415,11 @@ async def _explain_refusal(
         return Refused(Rejection.INVALID)  # never issued by us
     if claims.generation == row.generation:
         return Refused(Rejection.EXPIRED)
-    just_replaced = claims.generation == row.generation - 1
-    if (
-        just_replaced
-        and now < row.rotated_at + lifetimes.reuse_grace
-        and row.refresh_expires_at > now
-    ):
-        # Two tabs racing, or a lost response: hand out the same successor again, never a second branch.
+    if replaced_within_grace(row, claims.generation, now=now, grace=lifetimes.reuse_grace):
+        if row.refresh_expires_at <= now:
+            return Refused(Rejection.EXPIRED)
+        # Tabs racing, a lost response, a late duplicate: hand out the session's current token again (the very
+        # one its rotation issued), never a second branch.
         successor = _refresh_token(
             keys, claims.user_id, row.id, row.generation, row.rotated_at, row.refresh_expires_at
         )

@@ -144,14 +144,16 @@ async def test_replay_after_grace_revokes_the_session_and_its_access_tokens(
     assert [r.revoked_reason for r in rows] == ["reuse_detected"]
 
 
-async def test_replay_of_an_older_generation_revokes_even_within_grace(
+async def test_replay_of_an_older_generation_revokes_once_it_was_replaced_longer_ago_than_grace(
     client: httpx.AsyncClient, clock: FakeClock
 ) -> None:
+    """Two generations behind: judged by when it was replaced (contract §2), not by how far behind it is."""
     first = (await _session_with_refresh(client))["refreshToken"]
     second = (await _refresh(client, first)).json()["refreshToken"]
+    clock.advance(timedelta(seconds=10))
     third = (await _refresh(client, second)).json()["refreshToken"]
     clock.advance(timedelta(seconds=1))
-    _refused(await _refresh(client, first), "REFRESH_TOKEN_REUSED")  # n-2
+    _refused(await _refresh(client, first), "REFRESH_TOKEN_REUSED")  # n-2, replaced 11 s ago
     _refused(await _refresh(client, third), "REFRESH_TOKEN_REVOKED")
 
 
