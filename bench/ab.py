@@ -1,6 +1,7 @@
 """Two versions of the service side by side: the same wrk load, alternated between them round after round.
 
-    uv run --frozen python bench/ab.py [--base REV] [--backend postgresql|sqlite] [--scenario refresh|me]
+    uv run --frozen python bench/ab.py [--base REV] [--backend postgresql|sqlite]
+                                       [--scenario refresh|refresh-rotation|me|login]
                                        [--rounds 8] [--seconds 4] [--cpu-limit CORES]
 
 On this shared two-core machine a single run's throughput moves by ±10-20 % from one minute to the next, so a
@@ -14,6 +15,11 @@ direction, or repeat the run (bench/results/ab.md has an A/A calibration and a c
 uncommitted changes included. The database is migrated by this working tree: compare revisions with the same
 migrations. ``--cpu-limit`` runs both servers under a cgroup CPU quota (perf.cpucap), as on a slower machine; only
 one of them is loaded at a time.
+
+Scenarios: ``refresh`` (rotation off: the plugin's default), ``refresh-rotation`` (rotation on: 256 token chains
+each presented once and followed by its successor, bench/wrk/chain.lua; every measurement gets chains of its own,
+since a chain used up by one server would be a replay for the other), ``me`` (``/users/me``) and ``login`` (16
+connections, bound by argon2).
 """
 
 from __future__ import annotations
@@ -33,7 +39,15 @@ from pathlib import Path
 from perf import ROOT, database, load
 from perf.cpucap import CapUnavailable, cores_argument, cpu_cap
 from perf.database import BackendName
-from perf.scenarios import CONNECTIONS, ME_PATH, REFRESH_PATH, THREADS, TOKEN_SESSIONS
+from perf.scenarios import (
+    CONNECTIONS,
+    LOGIN_CONNECTIONS,
+    LOGIN_PATH,
+    ME_PATH,
+    REFRESH_PATH,
+    THREADS,
+    TOKEN_SESSIONS,
+)
 from perf.server import Server, running
 
 
@@ -62,16 +76,72 @@ def worktree(revision: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def measure(
-    server: Server, script: str, path: str, files: str, seconds: float, out: Path
-) -> Sample:
+@dataclass(frozen=True)
+class Work:
+    """One wrk load: its script, path, script arguments and connections."""
+
+    script: str
+    path: str
+    args: list[str]
+    connections: int = CONNECTIONS
+
+
+SCENARIOS = ("refresh", "refresh-rotation", "me", "login")
+
+
+class Loads:
+    """The loads of a scenario, on one seeded database: the same for every measurement, except the rotation
+    chains, which a measurement uses up (each is minted afresh)."""
+
+    def __init__(
+        self, scenario: str, backend: database.Backend, keys: database.Secrets, users: int
+    ) -> None:
+        self.scenario = scenario
+        self.backend = backend
+        self.keys = keys
+        self.users = users
+        self.workdir = Path(tempfile.mkdtemp(prefix="refreshd-ab-loads-"))
+        self._fixed: Work | None = None
+        self._minted = 0
+
+    def _files(self, name: str, values: list[str]) -> str:
+        return str(load.write_thread_files(self.workdir, name, values, THREADS))
+
+    def _tokens(self) -> database.Tokens:
+        refs = database.add_sessions(self.backend, TOKEN_SESSIONS, self.users, "refreshd-bench")
+        return database.mint(refs, self.keys)
+
+    def next(self) -> Work:
+        if self.scenario == "refresh-rotation":
+            self._minted += 1
+            name = f"chain-{self._minted}"
+            return Work("chain.lua", REFRESH_PATH, [self._files(name, self._tokens().refresh)])
+        if self._fixed is None:
+            if self.scenario == "login":
+                identifiers = [database.username(i) for i in range(1, self.users + 1)]
+                self._fixed = Work(
+                    "login.lua",
+                    LOGIN_PATH,
+                    [self._files("login", identifiers), database.BENCH_PASSWORD],
+                    LOGIN_CONNECTIONS,
+                )
+            elif self.scenario == "me":
+                self._fixed = Work("me.lua", ME_PATH, [self._files("me", self._tokens().access)])
+            else:
+                self._fixed = Work(
+                    "refresh.lua", REFRESH_PATH, [self._files("refresh", self._tokens().refresh)]
+                )
+        return self._fixed
+
+
+def measure(server: Server, work: Work, seconds: float, out: Path) -> Sample:
     cpu = server.cpu_seconds()
     run = load.start(
-        server.url + path,
-        script,
-        args=[files],
+        server.url + work.path,
+        work.script,
+        args=work.args,
         threads=THREADS,
-        connections=CONNECTIONS,
+        connections=work.connections,
         duration_s=seconds,
         output=out,
     )
@@ -134,7 +204,7 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--base", default="HEAD", help="git revision for A (default HEAD)")
     parser.add_argument("--backend", choices=("postgresql", "sqlite"), default="postgresql")
-    parser.add_argument("--scenario", choices=("refresh", "me"), default="refresh")
+    parser.add_argument("--scenario", choices=SCENARIOS, default="refresh")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=4.0, help="per measurement; 4 per round")
     parser.add_argument("--users", type=int, default=1000)
@@ -154,15 +224,8 @@ def main(argv: list[str]) -> int:
     keys = database.Secrets.generate()
     backend = database.create(backend_name, workdir)
     database.seed_users(backend, args.users)
-    minted = database.mint(
-        database.add_sessions(backend, TOKEN_SESSIONS, args.users, "refreshd-bench"), keys
-    )
-    script, path, values = (
-        ("refresh.lua", REFRESH_PATH, minted.refresh)
-        if args.scenario == "refresh"
-        else ("me.lua", ME_PATH, minted.access)
-    )
-    files = str(load.write_thread_files(workdir / "tokens", args.scenario, values, THREADS))
+    loads = Loads(args.scenario, backend, keys, args.users)
+    rotation = args.scenario == "refresh-rotation"
     pairs: list[tuple[Sample, Sample]] = []
     with contextlib.ExitStack() as stack:
         try:
@@ -175,20 +238,31 @@ def main(argv: list[str]) -> int:
             # Fresh processes every round: two processes of the same code can differ by several per cent for
             # the whole of their lives (memory layout, hash seeds), which would pass for a difference of code.
             with (
-                running(backend, keys, workdir, "a", rotation=False, root=tree, cap=cap) as a,
-                running(backend, keys, workdir, "b", rotation=False, cap=cap) as b,
+                # A may be a revision from before this tree's last migration (the database is migrated by
+                # this tree): it is ready when it answers, not when /readyz finds its own schema head.
+                running(
+                    backend,
+                    keys,
+                    workdir,
+                    "a",
+                    rotation=rotation,
+                    root=tree,
+                    cap=cap,
+                    ready="/healthz",
+                ) as a,
+                running(backend, keys, workdir, "b", rotation=rotation, cap=cap) as b,
             ):
                 if number == 0:
                     print(f"A: {a.code} from {tree}; B: {b.code}", flush=True)
                 for server in (a, b):  # warm-up, not recorded
-                    measure(server, script, path, files, 2.0, workdir / "warm.txt")
+                    measure(server, loads.next(), 2.0, workdir / "warm.txt")
                 # ABBA, then BAAB: each server is measured first, second, third and last equally often, so
                 # neither drift over a round nor a position's own advantage leans on one side.
                 order = (a, b, b, a) if number % 2 == 0 else (b, a, a, b)
                 measured: dict[int, list[Sample]] = {id(a): [], id(b): []}
                 for server in order:
                     measured[id(server)].append(
-                        measure(server, script, path, files, args.seconds, workdir / "wrk.txt")
+                        measure(server, loads.next(), args.seconds, workdir / "wrk.txt")
                     )
                 samples = {key: _mean(values) for key, values in measured.items()}
             pair = (samples[id(a)], samples[id(b)])
@@ -204,6 +278,7 @@ def main(argv: list[str]) -> int:
     if backend_name == "postgresql":
         asyncio.run(database.drop_postgres())
     shutil.rmtree(workdir, ignore_errors=True)
+    shutil.rmtree(loads.workdir, ignore_errors=True)
     return 0
 
 

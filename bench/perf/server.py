@@ -155,13 +155,13 @@ def metric_sum(samples: dict[str, float], name: str, **labels: str) -> float:
     )
 
 
-def _wait_ready(server: Server) -> None:
+def _wait_ready(server: Server, ready: str = "/readyz") -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(f"server exited early:\n{server.log.read_text()}")
         try:
-            if httpx.get(f"{server.url}/readyz", timeout=2.0).status_code == 200:
+            if httpx.get(f"{server.url}{ready}", timeout=2.0).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -225,10 +225,12 @@ def running(
     env: Mapping[str, str] | None = None,
     root: Path = ROOT,
     cap: CpuCap | None = None,
+    ready: str = "/readyz",
 ) -> Iterator[Server]:
-    """One uvicorn server (``workers`` processes), ready on /readyz; stopped with SIGTERM on exit. ``env``
-    overrides settings for this server; ``root`` is the checkout whose code it runs; under ``cap`` it runs in
-    that cgroup (perf.cpucap), joined before the server's program starts."""
+    """One uvicorn server (``workers`` processes), ready on ``ready`` (/readyz: up, and the database at this
+    code's schema head); stopped with SIGTERM on exit. ``env`` overrides settings for this server; ``root`` is
+    the checkout whose code it runs; under ``cap`` it runs in that cgroup (perf.cpucap), joined before the
+    server's program starts."""
     port = free_port()
     code = code_version(root)
     log = workdir / f"server-{backend.name}-{name}.log"
@@ -244,7 +246,7 @@ def running(
         )
     server = Server(process, port, log, workers, command, code=code)
     try:
-        _wait_ready(server)
+        _wait_ready(server, ready)
         if workers > 1:
             _wait_workers(server)
         server.idle_rss_mb = server.rss_mb()
