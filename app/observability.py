@@ -28,6 +28,7 @@ from typing import Any, Final, Literal, TextIO, get_args
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     GCCollector,
     Histogram,
     PlatformCollector,
@@ -144,6 +145,18 @@ class Metrics:
             buckets=HASH_BUCKETS,
             registry=registry,
         )
+        self.rate_limit_store_up = Gauge(
+            "refreshd_rate_limit_store_up",
+            "1 while rate limits are counted in Redis (or no REDIS_URL is set), 0 while Redis is unreachable and "
+            "this instance counts in its own memory.",
+            registry=registry,
+        )
+        self.rate_limit_store_up.set(1)
+        self.rate_limit_fallbacks_total = Counter(
+            "refreshd_rate_limit_fallbacks",
+            "Rate-limit checks counted in this instance's memory because Redis was unreachable.",
+            registry=registry,
+        )
         # Every known outcome is exported from the start (as 0), so rates and alerts see the first event.
         for outcome in LOGIN_OUTCOMES:
             self.logins_total.labels(outcome=outcome)
@@ -180,6 +193,12 @@ class Metrics:
         """``sessions`` revoked at once for ``reason`` (a bulk revoke reports its row count; 0 counts nothing)."""
         if sessions > 0:
             self.sessions_revoked_total.labels(reason=reason).inc(sessions)
+
+    def set_rate_limit_store_up(self, up: bool) -> None:
+        self.rate_limit_store_up.set(1 if up else 0)
+
+    def count_rate_limit_fallback(self) -> None:
+        self.rate_limit_fallbacks_total.inc()
 
     def observe_password_hash(self, operation: HashOperation, seconds: float) -> None:
         self.password_hash_seconds.labels(operation=operation).observe(seconds)

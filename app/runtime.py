@@ -78,6 +78,7 @@ class Runtime:
             hasher=PasswordHasher(
                 argon2_params(settings),
                 workers=settings.hash_pool_size,
+                anonymous_limit=settings.hash_anonymous_limit,
                 observe=metrics.observe_password_hash,
                 floor=(
                     None
@@ -97,7 +98,7 @@ class Runtime:
                 session_max=settings.session_max_age,
                 reuse_grace=settings.refresh_token_reuse_grace,
             ),
-            limiter=RateLimiter(settings),
+            limiter=RateLimiter(settings, clock=clock, metrics=metrics),
             trusted_proxies=[ip_network(p, strict=False) for p in settings.trusted_proxies],
             mailer=mailer_for(settings),
             # Loaded now, so a broken template stops the start, not the first email.

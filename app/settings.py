@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+from limits import parse_many
 from pydantic import (
     BeforeValidator,
     Field,
@@ -217,6 +218,17 @@ class Settings(DatabaseSettings):
         default=10, ge=1, description="requests per window, per route and key"
     )
     rate_limit_interval: Duration = timedelta(seconds=60)
+    rate_limit_ipv6_prefix: int = Field(
+        default=64, ge=1, le=128, description="an IPv6 client counts by its network of this size"
+    )
+    rate_limit_per_email: str = Field(
+        default="10/minute;20/hour",
+        description="per route and email across addresses (register, forgot password, send confirmation)",
+    )
+    rate_limit_login_attempts: str = Field(
+        default="5/minute;10/10 minutes;20/hour",
+        description="login attempts per account across addresses, from addresses it never logged in from",
+    )
     redis_url: str | None = Field(default=None, description="shares rate limits across instances")
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_body_size: int = Field(default=64 * 1024, ge=1024, description="bytes")
@@ -252,6 +264,11 @@ class Settings(DatabaseSettings):
     argon2_time_cost: int = Field(default=2, ge=2)
     argon2_parallelism: int = Field(default=1, ge=1)
     hash_workers: int = Field(default=0, ge=0, description="0 means one per CPU core")
+    hash_anonymous_concurrency: int = Field(
+        default=0,
+        ge=0,
+        description="hashes for register and reset at once; 0 means half the pool, at least 1",
+    )
     login_failure_floor_ms: int | None = Field(
         default=None,
         ge=0,
@@ -310,6 +327,17 @@ class Settings(DatabaseSettings):
                 raise ValueError(
                     f"TRUSTED_PROXIES: {item!r} is not an IP address or network"
                 ) from None
+        return value
+
+    @field_validator("rate_limit_per_email", "rate_limit_login_attempts")
+    @classmethod
+    def _valid_limits(cls, value: str) -> str:
+        try:  # the rate limiter's own notation
+            parse_many(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a list of limits such as '5/minute;20/hour'"
+            ) from None
         return value
 
     @field_validator("redis_url", mode="before")
@@ -384,6 +412,10 @@ class Settings(DatabaseSettings):
     @property
     def hash_pool_size(self) -> int:
         return self.hash_workers or os.cpu_count() or 1
+
+    @property
+    def hash_anonymous_limit(self) -> int:
+        return self.hash_anonymous_concurrency or max(1, self.hash_pool_size // 2)
 
     def with_development_secrets(self) -> Settings:
         """Fill missing secrets outside production from a local file, generating it once.

@@ -56,6 +56,7 @@ class PasswordHasher:
         params: Argon2Params,
         workers: int,
         *,
+        anonymous_limit: int | None = None,
         floor: float | None = None,
         pad: Callable[[float], Awaitable[None]] = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
@@ -63,6 +64,11 @@ class PasswordHasher:
     ) -> None:
         self.params = params
         self.workers = workers
+        # New hashes for anonymous callers (register, reset) take at most this many pool threads at once; the
+        # rest queue here, on the event loop, not in the pool's queue ahead of logins. A registration flood
+        # then cannot starve logins (bench/results/2026-12-03-registration-flood.md).
+        self.anonymous_limit = max(1, workers // 2) if anonymous_limit is None else anonymous_limit
+        self._anonymous = asyncio.Semaphore(self.anonymous_limit)
         self._context = passwords.build_context(params)
         self._pool = ThreadPoolExecutor(
             max_workers=workers,
@@ -85,7 +91,11 @@ class PasswordHasher:
         )
         return slowest * 1.2
 
-    async def hash(self, password: str) -> str:
+    async def hash(self, password: str, *, anonymous: bool = False) -> str:
+        """A new argon2 hash. ``anonymous``: for a caller nobody has authenticated, capped (see __init__)."""
+        if anonymous:
+            async with self._anonymous:
+                return await self.hash(password)
         loop = asyncio.get_running_loop()
         started = self._monotonic()
         hashed = await loop.run_in_executor(

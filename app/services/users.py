@@ -91,6 +91,13 @@ async def _taken(session: AsyncSession, username: str, email: str) -> bool:
     return (await session.scalar(query)) is not None
 
 
+async def ensure_available(session: AsyncSession, username: str, email: str) -> None:
+    """Refuse a taken username or email before the caller pays for a password hash; ``create_user`` checks again
+    (and the unique indexes decide a race)."""
+    if await _taken(session, username, email.lower()):
+        raise ApplicationError(TAKEN)
+
+
 async def create_user(
     session: AsyncSession,
     reg: Registration,

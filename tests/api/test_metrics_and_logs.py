@@ -81,8 +81,9 @@ async def test_metrics_after_a_known_sequence(client: httpx.AsyncClient, clock: 
 
 
 async def test_rate_limited_logins_are_counted(client: httpx.AsyncClient) -> None:
-    for _ in range(11):
-        await login(client, "nobody", "x")
+    # Other accounts each time: the address's budget refuses, not an account's.
+    for attempt in range(11):
+        await login(client, f"nobody{attempt}", "x")
     samples = _samples((await client.get("/metrics")).text)
     assert _value(samples, "refreshd_logins_total", outcome="rate_limited") == 1
 

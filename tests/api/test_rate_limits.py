@@ -12,18 +12,23 @@ import pytest
 
 from app.settings import Settings
 from tests.api.helpers import PASSWORD, bearer, error_of, login, register
+from tests.api.limits_support import metric
 from tests.conftest import Harness
 from tests.servers import free_port
-from tests.support import TEST_REDIS_URL
+from tests.support import T0, TEST_REDIS_URL
 
 REDIS_URL = TEST_REDIS_URL
 
 
-def _assert_budget(response: httpx.Response, remaining: int, limit: int = 10) -> None:
+def _assert_budget(
+    response: httpx.Response, remaining: int, limit: int = 10, now: float | None = None
+) -> None:
+    """``now``: the store's clock; the app's (FakeClock's T0) in memory, real time in Redis."""
     assert response.headers["x-ratelimit-limit"] == str(limit)
     assert response.headers["x-ratelimit-remaining"] == str(remaining)
     reset = int(response.headers["x-ratelimit-reset"])
-    assert time.time() - 1 <= reset <= time.time() + 61
+    now = T0.timestamp() if now is None else now
+    assert now - 1 <= reset <= now + 61
 
 
 def _assert_limited(response: httpx.Response) -> None:
@@ -61,7 +66,13 @@ async def test_register_is_limited_per_email(client: httpx.AsyncClient) -> None:
         json={"username": "alice", "email": "same@example.com", "password": PASSWORD},
     )
     _assert_limited(response)
-    await register(client, "bob", "bob@example.com")
+    # Contract §6: the address has a budget of its own on this route too, which these eleven requests spent.
+    _assert_limited(
+        await client.post(
+            "/api/auth/local/register",
+            json={"username": "bob", "email": "bob@example.com", "password": PASSWORD},
+        )
+    )
 
 
 async def test_change_password_is_limited_per_user_and_unauthenticated_calls_do_not_count(
@@ -131,8 +142,9 @@ async def test_forwarded_for_from_a_trusted_proxy_names_the_client(
     # The test transport's peer is 203.0.113.7: make it the proxy.
     client = await harness.client(settings_factory(trusted_proxies="203.0.113.0/24, 10.0.0.1"))
     await register(client)
-    for _ in range(10):  # all from the proxy itself: no header
-        await login(client, password="wrong")
+    # All from the proxy itself (no header), and for other accounts: alice's own budget is kept.
+    for attempt in range(10):
+        await login(client, f"nobody{attempt}", "wrong")
     _assert_limited(await login(client))
     spoofed_then_real = {"X-Forwarded-For": "1.2.3.4, 198.51.100.20, 10.0.0.1"}
     response = await client.post(
@@ -167,22 +179,30 @@ async def test_two_instances_share_one_limit_through_redis(
     second = await harness.client(settings_factory(redis_url=redis_db))
     await register(first)
     for attempt in range(10):
-        response = await login(first if attempt % 2 else second, password="wrong")
+        # A different identifier each time: the per-account budget (tests/api/test_abuse_budgets.py) stays out.
+        response = await login(first if attempt % 2 else second, f"nobody{attempt}", "wrong")
         assert response.status_code == 400
-        _assert_budget(response, 9 - attempt)
+        _assert_budget(response, 9 - attempt, now=time.time())
     _assert_limited(await login(first))
     _assert_limited(await login(second))
 
 
-async def test_an_unreachable_redis_fails_open(
+async def test_an_unreachable_redis_falls_back_to_memory_budgets(
     harness: Harness, settings_factory: Callable[..., Settings], caplog: pytest.LogCaptureFixture
 ) -> None:
+    # Contract §6: never "unlimited" while Redis is down (this used to fail open).
     client = await harness.client(settings_factory(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
     await register(client)
-    response = await login(client)
-    assert response.status_code == 200
-    assert "x-ratelimit-limit" not in response.headers
-    assert "rate-limit store unreachable" in caplog.text
+    for attempt in range(10):
+        response = await login(client, f"nobody{attempt}", "wrong")
+        assert response.status_code == 400
+        _assert_budget(response, 9 - attempt)  # counted in memory, on the app's clock
+    _assert_limited(await login(client))
+    assert "rate-limit store unreachable; counting in this instance's memory" in caplog.text
+    metrics = (await client.get("/metrics")).text
+    assert "refreshd_rate_limit_store_up 0.0" in metrics
+    # Each request made at least one check (login makes two: its route's and its account's).
+    assert metric(metrics, "refreshd_rate_limit_fallbacks_total") >= 12
 
 
 async def test_bodies_over_the_limit_get_413(client: httpx.AsyncClient) -> None:

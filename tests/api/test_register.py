@@ -230,10 +230,12 @@ async def test_the_password_is_stored_as_argon2id_only(
 
 
 async def test_concurrent_registrations_all_succeed_without_lock_errors(
-    client: httpx.AsyncClient, clock: FakeClock
+    harness: Harness, settings_factory: Callable[..., Settings], clock: FakeClock
 ) -> None:
     import asyncio
 
+    # Thirty clients behind a trusted proxy: one address alone has a budget of 10 per minute (contract §6).
+    client = await harness.client(settings_factory(trusted_proxies="203.0.113.7"))
     clock.advance(timedelta(seconds=1))
     responses = await asyncio.gather(
         *(
@@ -244,6 +246,7 @@ async def test_concurrent_registrations_all_succeed_without_lock_errors(
                     "email": f"user{i}@example.com",
                     "password": PASSWORD,
                 },
+                headers={"X-Forwarded-For": f"198.51.100.{i}"},
             )
             for i in range(30)
         )

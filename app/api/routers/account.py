@@ -148,7 +148,7 @@ async def reset_password(
         min_length=settings.password_min_length,
         max_bytes=settings.password_max_bytes,
     )
-    new_hash = await runtime.hasher.hash(body.password)
+    new_hash = await runtime.hasher.hash(body.password, anonymous=True)
     async with runtime.db.write() as session:
         user_id = await accounts.consume_code(
             session, runtime.code_key, body.code, Purpose.RESET_PASSWORD, now=now

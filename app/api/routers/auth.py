@@ -92,6 +92,12 @@ async def login(
     """Returns a short-lived access token and the user; with `requestRefresh: true` (or `REQUEST_REFRESH_ON_ALL`)
     also a refresh token, in the body or, in cookie mode, in an HttpOnly cookie. Every login starts a session."""
     settings = runtime.settings
+    try:
+        # Before the look-up: an unknown identifier is counted, refused and timed like a known one.
+        attempt = await runtime.limiter.login_attempt(body.identifier, client.ip)
+    except RateLimitError:
+        runtime.metrics.count_login("rate_limited")
+        raise
     candidate = await runtime.hot.login_candidate(users.LOCAL, body.identifier)
     try:
         user, upgraded_hash = await users.check_credentials(
@@ -130,6 +136,7 @@ async def login(
         # verified hash, so a concurrent change wins.
         async with runtime.db.write() as session:
             await users.upgrade_password_hash(session, user.id, verified_hash, upgraded_hash)
+    await runtime.limiter.login_succeeded(attempt)
     runtime.metrics.count_login("success")
     return transport.signed_in(runtime, user, started.session_id, started.refresh, now=now)
 
@@ -155,7 +162,9 @@ async def register(
         password_min_length=settings.password_min_length,
         password_max_bytes=settings.password_max_bytes,
     )
-    password_hash = await runtime.hasher.hash(body.password)
+    async with runtime.db.read() as session:
+        await users.ensure_available(session, body.username, body.email)
+    password_hash = await runtime.hasher.hash(body.password, anonymous=True)
     confirm = settings.email_confirmation
     async with runtime.db.write() as session:
         user = await users.create_user(
