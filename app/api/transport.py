@@ -21,6 +21,9 @@ from app.services.sessions import RefreshToken
 from app.settings import Settings, cookie_domain
 
 COOKIE_PATH = "/api/auth"
+# RFC 6749 §5.1: a response carrying a token or account data must not be kept by any cache (Pragma for HTTP/1.0
+# ones). Raw and constant: the hottest routes add them by extending a list, with no header parsing per request.
+NO_STORE_HEADERS = ((b"cache-control", b"no-store"), (b"pragma", b"no-cache"))
 
 
 def bearer_token(request: Request) -> str | None:
@@ -110,6 +113,13 @@ def refuse_cross_site(request: Request, settings: Settings) -> None:
         raise ForbiddenError(code="CROSS_SITE_REQUEST")
 
 
+def private_json(payload: Any) -> JSONResponse:
+    """A JSON response no cache may store: for every body with a token or account data in it."""
+    response = JSONResponse(payload)
+    response.raw_headers.extend(NO_STORE_HEADERS)
+    return response
+
+
 def token_response(
     settings: Settings,
     payload: dict[str, Any],
@@ -122,7 +132,7 @@ def token_response(
     in_cookie = settings.cookie_response and cookie_allowed
     if refresh is not None and not in_cookie:
         payload = {**payload, "refreshToken": refresh.value}
-    response = JSONResponse(payload)
+    response = private_json(payload)
     if refresh is not None and in_cookie:
         set_refresh_cookie(response, settings, refresh, now=now)
     return response

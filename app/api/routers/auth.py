@@ -190,7 +190,7 @@ async def register(
         except MailError as exc:
             logger.error("confirmation email for new user %s not delivered: %s", user.id, exc)
             raise ApplicationError(CONFIRMATION_NOT_SENT) from None
-        return JSONResponse({"user": user_payload(user)})
+        return transport.private_json({"user": user_payload(user)})
     return transport.signed_in(runtime, user, started.session_id, started.refresh, now=now)
 
 

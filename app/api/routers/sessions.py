@@ -7,6 +7,7 @@ import re
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from app.api import transport
 from app.api.deps import ClientDep, CurrentPrincipal, Now, RuntimeDep
 from app.api.docs import errors
 from app.errors import NotFoundError
@@ -37,7 +38,7 @@ async def list_sessions(principal: CurrentPrincipal, runtime: RuntimeDep, now: N
             now=now,
             lifetimes=runtime.lifetimes,
         )
-    return JSONResponse(
+    return transport.private_json(
         {
             "data": [
                 {

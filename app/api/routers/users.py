@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from app.api import transport
 from app.api.deps import principal_of
 from app.api.direct import DirectRoute
 from app.api.docs import errors
@@ -17,7 +18,7 @@ async def me(request: Request) -> JSONResponse:
     # every page load of every frontend, and FastAPI's dependency resolution was a sixth of its CPU time
     # (bench/results).
     principal = await principal_of(request)
-    return JSONResponse(user_payload(principal.user))
+    return transport.private_json(user_payload(principal.user))
 
 
 def add_me_route(app_router: APIRouter) -> None:

@@ -1,0 +1,110 @@
+"""Response hygiene: no cache keeps a token or account data, no 400 echoes a secret, a reset proves the mailbox."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from http.cookies import SimpleCookie
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+
+from app.settings import Settings
+from tests.api.helpers import PASSWORD, bearer, login, register
+from tests.conftest import Harness
+
+APP = "https://app.example.com"
+NEW_PASSWORD = "Brand-new-pass-456"
+SECRET = "My-Real-Passw0rd"
+
+
+def assert_no_store(response: httpx.Response) -> None:
+    assert response.status_code == 200, response.text
+    assert response.headers.get_list("cache-control") == ["no-store"]
+    assert response.headers.get_list("pragma") == ["no-cache"]
+
+
+def _reset_code(outbox: Path) -> str:
+    newest = sorted(outbox.glob("*.eml"))[-1]
+    message = message_from_bytes(newest.read_bytes(), policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    body = message.get_body(("plain",))
+    assert body is not None
+    link = next(word for word in body.get_content().split() if "code=" in word)
+    return parse_qs(urlsplit(link).query)["code"][0]
+
+
+def _refresh_cookie(response: httpx.Response) -> str:
+    """``refreshToken=<value>`` from the response's Set-Cookie (Secure: the client would not send it on http)."""
+    jar: SimpleCookie = SimpleCookie()
+    jar.load(response.headers["set-cookie"])
+    return f"refreshToken={jar['refreshToken'].value}"
+
+
+async def _forgot_and_reset(client: httpx.AsyncClient, outbox: Path) -> httpx.Response:
+    forgot = await client.post("/api/auth/forgot-password", json={"email": "alice@example.com"})
+    assert forgot.status_code == 200
+    code = _reset_code(outbox)
+    return await client.post(
+        "/api/auth/reset-password",
+        json={"code": code, "password": NEW_PASSWORD, "passwordConfirmation": NEW_PASSWORD},
+    )
+
+
+async def test_token_and_account_responses_are_not_stored(
+    harness: Harness, settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    client = await harness.client(settings_factory(mail_outbox=tmp_path))
+    registration = await client.post(
+        "/api/auth/local/register",
+        json={"username": "alice", "email": "alice@example.com", "password": PASSWORD},
+    )
+    assert_no_store(registration)
+    logged_in = await login(client, requestRefresh=True)
+    assert_no_store(logged_in)
+    jwt, refresh_token = logged_in.json()["jwt"], logged_in.json()["refreshToken"]
+    for path in ("/api/auth/local/refresh", "/api/auth/refresh"):
+        refreshed = await client.post(path, json={"refreshToken": refresh_token})
+        assert_no_store(refreshed)
+        refresh_token = refreshed.json()["refreshToken"]
+    assert_no_store(await client.get("/api/users/me", headers=bearer(jwt)))
+    assert_no_store(await client.get("/api/auth/sessions", headers=bearer(jwt)))
+    changed = await client.post(
+        "/api/auth/change-password",
+        headers=bearer(jwt),
+        json={
+            "currentPassword": PASSWORD,
+            "password": NEW_PASSWORD,
+            "passwordConfirmation": NEW_PASSWORD,
+        },
+    )
+    assert_no_store(changed)
+    assert_no_store(await _forgot_and_reset(client, tmp_path))
+    # Nothing private in these: caches may do as they like.
+    assert "cache-control" not in (await client.get("/healthz")).headers
+
+
+async def test_cookie_mode_and_unconfirmed_registration_are_not_stored(
+    harness: Harness, settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    client = await harness.client(
+        settings_factory(cookie_response=True, production_url=APP, mail_outbox=tmp_path)
+    )
+    await register(client)
+    logged_in = await login(client, requestRefresh=True)
+    assert_no_store(logged_in)
+    cookie = _refresh_cookie(logged_in)
+    for path in ("/api/auth/local/refresh", "/api/auth/refresh"):
+        refreshed = await client.post(path, headers={"Origin": APP, "Cookie": cookie})
+        assert_no_store(refreshed)
+        cookie = _refresh_cookie(refreshed)
+
+    confirming = await harness.client(settings_factory(email_confirmation=True))
+    unconfirmed = await confirming.post(
+        "/api/auth/local/register",
+        json={"username": "bob", "email": "bob@example.com", "password": PASSWORD},
+    )
+    assert_no_store(unconfirmed)
+    assert set(unconfirmed.json()) == {"user"}
