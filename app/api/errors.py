@@ -56,8 +56,36 @@ def render(error: AppError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
+# A field whose name says it holds a secret: its value is never echoed, whatever its type (gateways log 4xx
+# bodies). Matched on the lower-cased name, so `password`, `currentPassword`, `passwordConfirmation`,
+# `refreshToken`, `code`, `confirmation` and the like are all covered, and any new one named so is too.
+_SECRET_NAME_PARTS = ("password", "token", "secret", "jwt")
+_SECRET_NAMES = frozenset({"code", "confirmation"})
+REDACTED = "[redacted]"
+
+
+def is_secret_field(name: object) -> bool:
+    if not isinstance(name, str):
+        return False
+    lowered = name.lower()
+    return lowered in _SECRET_NAMES or any(part in lowered for part in _SECRET_NAME_PARTS)
+
+
+def _without_secrets(value: Any) -> Any:
+    """The value with what any secret-named key holds, at any depth, replaced."""
+    if isinstance(value, dict):
+        return {
+            key: REDACTED if is_secret_field(key) else _without_secrets(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_without_secrets(item) for item in value]
+    return value
+
+
 def _print_value(value: Any) -> str:
     """yup's printValue: strings quoted, other values as JSON."""
+    value = _without_secrets(value)
     try:
         return json.dumps(
             value, ensure_ascii=False, indent=2 if isinstance(value, dict | list) else None
@@ -66,7 +94,7 @@ def _print_value(value: Any) -> str:
         return str(value)
 
 
-def _field_message(error: dict[str, Any], field: str) -> str:
+def _field_message(error: dict[str, Any], field: str, *, secret: bool) -> str:
     # A length bound on a type that also has validators is checked generically ("too_short").
     kind = {"too_short": "string_too_short", "too_long": "string_too_long"}.get(
         error["type"], error["type"]
@@ -82,10 +110,8 @@ def _field_message(error: dict[str, Any], field: str) -> str:
     if kind == "string_too_long":
         return f"{field} must be at most {ctx.get('max_length')} characters"
     if kind in _TYPE_NAMES:
-        return (
-            f"{field} must be a `{_TYPE_NAMES[kind]}` type, "
-            f"but the final value was: `{_print_value(value)}`."
-        )
+        shown = REDACTED if secret else _print_value(value)
+        return f"{field} must be a `{_TYPE_NAMES[kind]}` type, but the final value was: `{shown}`."
     if kind == "nul_character":
         return f"{field} must not contain NUL characters"
     if kind == "bad_unicode":
@@ -128,7 +154,8 @@ def translate_validation(request: Request, errors: list[dict[str, Any]]) -> AppE
                     )
             return ValidationError(_BODY_NOT_OBJECT)
         field = ".".join(str(part) for part in path) or str(loc[-1] if loc else "request")
-        field_errors.append((path or [field], _field_message(dict(error), field)))
+        secret = any(is_secret_field(part) for part in path) or is_secret_field(field)
+        field_errors.append((path or [field], _field_message(dict(error), field, secret=secret)))
     if not field_errors:
         return ValidationError()
     return ValidationError.from_field_errors(field_errors)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from http.cookies import SimpleCookie
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import pytest
 
 from app.settings import Settings
-from tests.api.helpers import PASSWORD, bearer, login, register
+from tests.api.helpers import PASSWORD, bearer, error_of, login, register
 from tests.conftest import Harness
 
 APP = "https://app.example.com"
@@ -108,3 +111,73 @@ async def test_cookie_mode_and_unconfirmed_registration_are_not_stored(
     )
     assert_no_store(unconfirmed)
     assert set(unconfirmed.json()) == {"user"}
+
+
+WRONG_TYPES: list[Any] = [
+    [SECRET],
+    {"value": SECRET},
+    {"nested": [{"deeper": SECRET}]},
+    12345678,
+    1234.5678,
+    True,
+]
+
+
+def _assert_not_echoed(response: httpx.Response, *secrets: str) -> None:
+    assert response.status_code == 400, response.text
+    error_of(response)
+    for secret in secrets:
+        assert secret not in response.text
+
+
+@pytest.mark.parametrize("value", WRONG_TYPES, ids=lambda v: type(v).__name__)
+async def test_a_secret_of_the_wrong_type_is_never_echoed(
+    client: httpx.AsyncClient, value: Any
+) -> None:
+    shown = json.dumps(value).strip('"')
+    secrets = [SECRET, shown] if not isinstance(value, bool) else [SECRET]
+    jwt = (await register(client))["jwt"]
+    bodies: list[tuple[str, dict[str, Any]]] = [
+        ("/api/auth/local", {"identifier": "alice", "password": value}),
+        (
+            "/api/auth/local/register",
+            {"username": "bob", "email": "bob@example.com", "password": value},
+        ),
+        ("/api/auth/logout", {"refreshToken": value}),
+        (
+            "/api/auth/reset-password",
+            {"code": value, "password": value, "passwordConfirmation": value},
+        ),
+    ]
+    for path, body in bodies:
+        response = await client.post(path, json=body)
+        _assert_not_echoed(response, *secrets)
+        assert "[redacted]" in response.text
+    for field in ("currentPassword", "password", "passwordConfirmation"):
+        body = {"currentPassword": PASSWORD, "password": "Abcdef-1", "passwordConfirmation": "x"}
+        body[field] = value
+        response = await client.post("/api/auth/change-password", headers=bearer(jwt), json=body)
+        _assert_not_echoed(response, *secrets)
+
+
+async def test_secrets_inside_another_fields_value_are_not_echoed(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post(
+        "/api/auth/local",
+        json={"identifier": {"user": "alice", "password": SECRET}, "password": "x"},
+    )
+    _assert_not_echoed(response, SECRET)
+    # The rest of the value is still shown, as Strapi shows it: it helps the caller see what went wrong.
+    assert '"user": "alice"' in error_of(response)["message"]
+
+
+async def test_a_non_secret_field_of_the_wrong_type_is_still_shown(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post(
+        "/api/auth/local", json={"identifier": ["alice"], "password": PASSWORD}
+    )
+    assert error_of(response)["message"] == (
+        'identifier must be a `string` type, but the final value was: `[\n  "alice"\n]`.'
+    )
