@@ -181,3 +181,33 @@ async def test_a_non_secret_field_of_the_wrong_type_is_still_shown(
     assert error_of(response)["message"] == (
         'identifier must be a `string` type, but the final value was: `[\n  "alice"\n]`.'
     )
+
+
+async def test_reset_password_confirms_an_unconfirmed_email(
+    harness: Harness, settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    client = await harness.client(
+        settings_factory(email_confirmation=True, mail_outbox=tmp_path, request_refresh_on_all=True)
+    )
+    registered = await client.post(
+        "/api/auth/local/register",
+        json={"username": "alice", "email": "alice@example.com", "password": PASSWORD},
+    )
+    assert registered.json()["user"]["confirmed"] is False
+    assert error_of(await login(client))["message"] == "Your account email is not confirmed"
+
+    reset = await _forgot_and_reset(client, tmp_path)
+    assert reset.status_code == 200, reset.text
+    body = reset.json()
+    assert body["user"]["confirmed"] is True
+    me = await client.get("/api/users/me", headers=bearer(body["jwt"]))
+    assert me.status_code == 200
+    assert me.json()["confirmed"] is True
+    refreshed = await client.post(
+        "/api/auth/local/refresh", json={"refreshToken": body["refreshToken"]}
+    )
+    assert refreshed.status_code == 200
+    assert (
+        await client.get("/api/users/me", headers=bearer(refreshed.json()["jwt"]))
+    ).status_code == 200
+    assert (await login(client, password=NEW_PASSWORD)).status_code == 200

@@ -164,6 +164,16 @@ async def reset_password(
             raise ApplicationError(
                 BLOCKED
             )  # rolls back: the code stays unused, the password unchanged
+        if not user.confirmed:
+            # The code reached this address's mailbox, as a confirmation link would have: a successful reset
+            # proves it, so confirm it now. Refusing the session instead would leave an owner who just set a
+            # password unable to use it until a second email arrived (and handing one out unconfirmed gave a
+            # refresh token that worked while /users/me answered 401).
+            await accounts.confirm_email(session, user.id, now=now)
+            await audit.record(
+                session, Event.EMAIL_CONFIRMED, now=now, user_id=user.id, client=client
+            )
+            await session.refresh(user)
         revoked = await sessions.revoke_user_sessions(
             session, user.id, reason=Revocation.PASSWORD_RESET, now=now
         )
