@@ -91,7 +91,13 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app import serving
+    from app.main import settings_from_environment
 
+    if args.workers > 1 and settings_from_environment().metrics_port is not None:
+        # Every worker would bind it: the second could not, and would be restarted over and over.
+        raise CommandError(
+            "METRICS_PORT is one process's listener: use it with one worker, or METRICS_TOKEN instead"
+        )
     uvicorn.run(
         "app.main:create_app",
         factory=True,

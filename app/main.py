@@ -10,13 +10,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from pydantic import ValidationError
 
 from app.api import bodies, errors
 from app.api.limits import BodySizeLimit
+from app.api.metrics import metrics_endpoint, metrics_listener
 from app.api.ratelimit import RateLimitHeaders
 from app.api.routers import account, auth, health, sessions, users
 from app.clock import Clock, system_clock
@@ -51,22 +52,33 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
     configure_logging(json=settings.json_logs, level=settings.log_level)
     settings = settings.with_development_secrets()
     metrics = Metrics()
+    metrics_route = (
+        metrics_endpoint(metrics, settings.metrics_token) if settings.metrics_served else None
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime.start(settings, clock, metrics)
-        app.state.runtime = runtime
-        if settings.environment != "test":
-            _tune_garbage_collector()
-        purger = asyncio.create_task(purge_periodically(runtime), name="refreshd-purge")
-        logger.info("refreshd ready (%s, database %s)", settings.environment, _safe_url(settings))
-        try:
-            yield
-        finally:
-            purger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await purger
-            await runtime.stop()
+        async with contextlib.AsyncExitStack() as own_port:
+            if metrics_route is not None and settings.metrics_port is not None:
+                # First: a port that cannot be had stops the start before anything else is opened.
+                await own_port.enter_async_context(
+                    metrics_listener(metrics_route, settings.metrics_host, settings.metrics_port)
+                )
+            runtime = Runtime.start(settings, clock, metrics)
+            app.state.runtime = runtime
+            if settings.environment != "test":
+                _tune_garbage_collector()
+            purger = asyncio.create_task(purge_periodically(runtime), name="refreshd-purge")
+            logger.info(
+                "refreshd ready (%s, database %s)", settings.environment, _safe_url(settings)
+            )
+            try:
+                yield
+            finally:
+                purger.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purger
+                await runtime.stop()
 
     app = FastAPI(
         title="refreshd",
@@ -103,13 +115,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
     app.include_router(account.router)
     app.include_router(sessions.router)
     app.include_router(health.router)
-    if settings.metrics_enabled:
-
-        @app.get("/metrics", include_in_schema=False)
-        async def prometheus_metrics() -> Response:
-            """Prometheus text format. Keep it off the public side (an internal port or a network rule)."""
-            body, content_type = metrics.render()
-            return Response(body, media_type=content_type)
+    if metrics_route is not None and settings.metrics_port is None:
+        app.add_api_route("/metrics", metrics_route, methods=["GET"], include_in_schema=False)
+        if settings.environment == "production" and settings.metrics_token is None:
+            logger.warning(
+                "/metrics is served without METRICS_TOKEN (METRICS_ENABLED=true): "
+                "keep it off the public side with a network rule"
+            )
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

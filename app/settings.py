@@ -280,7 +280,28 @@ class Settings(DatabaseSettings):
     log_format: Literal["auto", "json", "text"] = Field(
         default="auto", description="auto: JSON in production, readable text elsewhere"
     )
-    metrics_enabled: bool = Field(default=True, description="serve Prometheus metrics at /metrics")
+    metrics_enabled: bool | None = Field(
+        default=None,
+        description="serve /metrics; unset: on, but in production only with METRICS_TOKEN or METRICS_PORT",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None, description="/metrics then requires `Authorization: Bearer <METRICS_TOKEN>`"
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="serve /metrics on this port only, its own"
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="the address METRICS_PORT listens on"
+    )
+
+    @property
+    def metrics_served(self) -> bool:
+        """Whether /metrics is served at all. Production keeps it off unless it is guarded (a token) or apart
+        (its own port), or METRICS_ENABLED says so explicitly."""
+        if self.metrics_enabled is not None:
+            return self.metrics_enabled
+        guarded = self.metrics_token is not None or self.metrics_port is not None
+        return self.environment != "production" or guarded
 
     @property
     def json_logs(self) -> bool:
@@ -297,6 +318,8 @@ class Settings(DatabaseSettings):
         "smtp_password",
         "mail_outbox",
         "mail_templates",
+        "metrics_token",
+        "metrics_port",
         mode="before",
     )
     @classmethod
@@ -401,6 +424,10 @@ class Settings(DatabaseSettings):
             problems.append("JWT_SECRET and REFRESH_JWT_SECRET must be different keys")
         if self.email_confirmation and not self.smtp_host:
             problems.append("EMAIL_CONFIRMATION needs SMTP_HOST (mail would only go to the log)")
+        if self.metrics_token is not None and (
+            problem := secret_problem("METRICS_TOKEN", self.metrics_token.get_secret_value())
+        ):
+            problems.append(problem)
         if problems:
             raise ValueError("refusing to start in production: " + "; ".join(problems))
         return self

@@ -35,7 +35,8 @@ def _reset_code(outbox: Path) -> str:
     assert isinstance(message, EmailMessage)
     body = message.get_body(("plain",))
     assert body is not None
-    link = next(word for word in body.get_content().split() if "code=" in word)
+    text: str = body.get_content()
+    link = next(word for word in text.split() if "code=" in word)
     return parse_qs(urlsplit(link).query)["code"][0]
 
 
