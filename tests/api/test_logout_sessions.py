@@ -36,14 +36,23 @@ async def _device(
 
 
 async def _works(client: httpx.AsyncClient, device: dict[str, Any]) -> tuple[bool, bool]:
-    """(access token accepted, refresh token accepted) — without rotating the device's token."""
+    """(access token accepted, refresh token accepted), refreshing the device's tokens when it can.
+
+    "Not accepted" means refused as a revoked session is: a 401, never any other answer (a 500 is no refusal)."""
     me = await client.get("/api/users/me", headers=bearer(device["jwt"]))
     sessions = await client.get("/api/auth/sessions", headers=bearer(device["jwt"]))
     assert me.status_code == sessions.status_code
+    if me.status_code != 200:
+        # "Invalid credentials" for a revoked session; "Missing or invalid..." once the token has expired.
+        assert me.status_code == 401, me.text
+        assert error_of(me)["name"] == "UnauthorizedError", me.text
     refresh = await client.post("/api/auth/refresh", json={"refreshToken": device["refreshToken"]})
     if refresh.status_code == 200:
         device["refreshToken"] = refresh.json()["refreshToken"]
         device["jwt"] = refresh.json()["jwt"]
+    else:
+        assert refresh.status_code == 401, refresh.text
+        assert error_of(refresh)["details"]["code"] == "REFRESH_TOKEN_REVOKED", refresh.text
     return me.status_code == 200, refresh.status_code == 200
 
 
@@ -136,7 +145,11 @@ async def test_logout_is_idempotent(client: httpx.AsyncClient) -> None:
         response = await client.post(
             "/api/auth/logout", json={"refreshToken": devices[0]["refreshToken"]}
         )
+        assert response.status_code == 200
         assert response.json() == {"ok": True}
+        # The first ended this session; the second changed nothing, here or elsewhere.
+        assert await _works(client, devices[0]) == (False, False)
+        assert await _works(client, devices[1]) == (True, True)
 
 
 async def test_sessions_list_current_first_then_most_recent(
@@ -261,9 +274,10 @@ async def test_change_password_revokes_every_other_session(client: httpx.AsyncCl
     old_refresh = devices[0]["refreshToken"]
     devices[0].update(jwt=body["jwt"], refreshToken=body["refreshToken"])
     assert await _works(client, devices[0]) == (True, True)
-    assert (
-        await client.post("/api/auth/refresh", json={"refreshToken": old_refresh})
-    ).status_code == 401
+    retired = await client.post("/api/auth/refresh", json={"refreshToken": old_refresh})
+    assert retired.status_code == 401, retired.text
+    # Retired by the change: presenting it again is a replay, as the README says.
+    assert error_of(retired)["details"]["code"] == "REFRESH_TOKEN_REUSED", retired.text
     for device in devices[1:]:
         assert await _works(client, device) == (False, False)
     assert (await login(client, password=PASSWORD)).status_code == 400

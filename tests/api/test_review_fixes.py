@@ -117,7 +117,12 @@ async def _devices(client: httpx.AsyncClient, count: int) -> list[dict[str, Any]
 
 
 async def _alive(client: httpx.AsyncClient, device: dict[str, Any]) -> bool:
-    return (await client.get("/api/users/me", headers=bearer(device["jwt"]))).status_code == 200
+    """Whether the device's session still serves its access token; if not, refused as a revoked session is (a
+    500 is not an ended session)."""
+    me = await client.get("/api/users/me", headers=bearer(device["jwt"]))
+    if me.status_code != 200:
+        assert (me.status_code, error_of(me)["message"]) == (401, "Invalid credentials"), me.text
+    return me.status_code == 200
 
 
 async def test_a_revoked_sessions_access_token_cannot_log_out_the_others(
