@@ -424,6 +424,12 @@ class Settings(DatabaseSettings):
             problems.append("JWT_SECRET and REFRESH_JWT_SECRET must be different keys")
         if self.email_confirmation and not self.smtp_host:
             problems.append("EMAIL_CONFIRMATION needs SMTP_HOST (mail would only go to the log)")
+        if self.cookie_response and self.cookie_secure is None and not self.cookie_is_secure:
+            # A refresh token in a cookie without Secure goes out over plain http to anyone on the path.
+            problems.append(
+                "COOKIE_RESPONSE needs a Secure cookie: set PRODUCTION_URL to the frontend's https URL or "
+                "COOKIE_SECURE=true (COOKIE_SECURE=false only if plain http is really meant)"
+            )
         if self.metrics_token is not None and (
             problem := secret_problem("METRICS_TOKEN", self.metrics_token.get_secret_value())
         ):
