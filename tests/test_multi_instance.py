@@ -76,10 +76,17 @@ class Load:
                 "POST", base, "/api/auth/refresh", json={"refreshToken": device["refreshToken"]}
             )
             assert refreshed.status_code == 401, refreshed.text
+            assert refreshed.json()["error"]["details"]["code"] == "REFRESH_TOKEN_REVOKED"
             me = await self.call(
                 "GET", base, "/api/users/me", headers={"Authorization": f"Bearer {device['jwt']}"}
             )
             assert me.status_code == 401, me.text
+            assert me.json()["error"]["message"] == "Invalid credentials", me.text
+
+    async def logout(self, **kwargs: Any) -> None:
+        response = await self.call("POST", self.base(), "/api/auth/logout", **kwargs)
+        assert response.status_code == 200, response.text
+        assert response.json() == {"ok": True}
 
     async def assert_alive(self, device: dict[str, Any]) -> None:
         me = await self.call(
@@ -88,7 +95,7 @@ class Load:
             "/api/users/me",
             headers={"Authorization": f"Bearer {device['jwt']}"},
         )
-        assert me.status_code == 200
+        assert me.status_code == 200, me.text
 
     async def user_story(self, index: int) -> None:
         username = f"user{index}"
@@ -108,12 +115,7 @@ class Load:
             way = (index + round_) % 3
             bearer = {"Authorization": f"Bearer {other['jwt']}"}
             if way == 0:  # logout of this session, through one instance
-                await self.call(
-                    "POST",
-                    self.base(),
-                    "/api/auth/logout",
-                    headers={"Authorization": f"Bearer {device['jwt']}"},
-                )
+                await self.logout(headers={"Authorization": f"Bearer {device['jwt']}"})
                 await self.assert_dead(device)
                 await self.assert_alive(other)
             elif way == 1:  # revoked from another session, through the other instance
@@ -132,12 +134,7 @@ class Load:
                 await self.assert_dead(device)
                 await self.assert_alive(other)
             else:  # log out everywhere with only the refresh token
-                await self.call(
-                    "POST",
-                    self.base(),
-                    "/api/auth/logout",
-                    json={"refreshToken": other["refreshToken"], "scope": "all"},
-                )
+                await self.logout(json={"refreshToken": other["refreshToken"], "scope": "all"})
                 await self.assert_dead(device)
                 await self.assert_dead(other)
 
