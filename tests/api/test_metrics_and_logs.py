@@ -135,14 +135,15 @@ async def test_no_secret_in_any_log_line_of_a_full_flow(
     secrets.append(registered["jwt"])
     device = (await login(client, requestRefresh=True)).json()
     secrets += [device["jwt"], device["refreshToken"]]
-    await login(client, password="Wrong-guess-99")
+    # Each step must do what it is there for: a step that failed early would log none of its secrets.
+    assert (await login(client, password="Wrong-guess-99")).status_code == 400
     secrets.append("Wrong-guess-99")
     rotated = (
         await client.post("/api/auth/refresh", json={"refreshToken": device["refreshToken"]})
     ).json()
     secrets += [rotated["jwt"], rotated["refreshToken"]]
-    await client.get("/api/users/me", headers=bearer(rotated["jwt"]))
-    await client.post(
+    assert (await client.get("/api/users/me", headers=bearer(rotated["jwt"]))).status_code == 200
+    changed = await client.post(
         "/api/auth/change-password",
         json={
             "currentPassword": PASSWORD,
@@ -151,7 +152,9 @@ async def test_no_secret_in_any_log_line_of_a_full_flow(
         },
         headers=bearer(rotated["jwt"]),
     )
-    await client.post("/api/auth/forgot-password", json={"email": "alice@example.com"})
+    assert changed.status_code == 200, changed.text
+    forgot = await client.post("/api/auth/forgot-password", json={"email": "alice@example.com"})
+    assert forgot.status_code == 200, forgot.text
     (message,) = await smtp.wait_for_async(1)
     code = message.get_content().split("code=")[1].split()[0]
     secrets.append(code)
@@ -163,9 +166,11 @@ async def test_no_secret_in_any_log_line_of_a_full_flow(
             "passwordConfirmation": "Brand-new-pass-1",
         },
     )
+    assert reset.status_code == 200, reset.text
     secrets.append(reset.json()["jwt"])
-    await client.get(f"/api/auth/email-confirmation?confirmation={code}")
-    await client.post("/api/auth/logout", headers=bearer(reset.json()["jwt"]))
+    await client.get(f"/api/auth/email-confirmation?confirmation={code}")  # a code in a URL
+    logout = await client.post("/api/auth/logout", headers=bearer(reset.json()["jwt"]))
+    assert logout.json() == {"ok": True}
     logging.getLogger("refreshd.test").info(
         "a careless line", extra={"password": PASSWORD, "refreshToken": device["refreshToken"]}
     )
