@@ -4,11 +4,14 @@ cannot queue logins behind it (the HTTP measure is bench/README.md's registratio
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+import threading
 
 import pytest
 
 from app.security.passwords import Argon2Params
-from app.services.hashing import PasswordHasher
+from app.services.hashing import ANONYMOUS_HASH_THREAD_NICE, HASH_THREAD_NICE, PasswordHasher
 
 
 async def _finishing_order(hasher: PasswordHasher, flood: int, *, anonymous: bool) -> list[str]:
@@ -50,5 +53,25 @@ def test_the_cap_defaults_to_half_the_pool() -> None:
     hasher = PasswordHasher(Argon2Params(), 4, floor=0)
     try:
         assert hasher.anonymous_limit == 2
+    finally:
+        hasher.close()
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's"
+)
+async def test_anonymous_hashes_run_below_the_logins_priority() -> None:
+    hasher = PasswordHasher(Argon2Params(), 2, anonymous_limit=1, floor=0)
+    try:
+        await asyncio.gather(hasher.hash("a"), hasher.hash("b", anonymous=True))
+        nice = {
+            t.name.rsplit("_", 1)[0]: os.getpriority(os.PRIO_PROCESS, t.native_id)
+            for t in threading.enumerate()
+            if t.name.startswith("refreshd-hash") and t.native_id is not None
+        }
+        assert nice == {
+            "refreshd-hash": HASH_THREAD_NICE,
+            "refreshd-hash-anonymous": ANONYMOUS_HASH_THREAD_NICE,
+        }
     finally:
         hasher.close()
