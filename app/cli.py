@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 
 from app.clock import system_clock
 from app.db import Database
@@ -47,14 +47,41 @@ def _run(work: Callable[[Settings, Database], Awaitable[int]]) -> int:
     return asyncio.run(main())
 
 
-async def _user_id(db: Database, ident: str) -> int:
-    conditions = [User.username == ident, User.email == ident.lower()]
-    if ident.isdecimal():
-        conditions.append(User.id == int(ident))
+MAX_USER_ID = 2**31 - 1  # users.id is a 32-bit integer
+
+
+def _add_user_lookup(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """The user is named by exactly one of id, email or username: never a guess between them (a username "42"
+    and the user with id 42 are different accounts)."""
+    group = parser.add_mutually_exclusive_group(required=required)
+    group.add_argument("--id", type=int, dest="user_id", metavar="ID", help="the user's id")
+    group.add_argument(
+        "--email", dest="user_email", metavar="EMAIL", help="the user's email (any case)"
+    )
+    group.add_argument(
+        "--username", dest="user_username", metavar="USERNAME", help="the user's username (exact)"
+    )
+
+
+def _names_a_user(args: argparse.Namespace) -> bool:
+    return any(v is not None for v in (args.user_id, args.user_email, args.user_username))
+
+
+async def _user_id(db: Database, args: argparse.Namespace) -> int:
+    if args.user_id is not None:
+        condition, named = User.id == args.user_id, f"with id {args.user_id}"
+    elif args.user_email is not None:
+        condition = User.email == args.user_email.lower()
+        named = f"with email {args.user_email!r}"
+    else:
+        condition = User.username == args.user_username
+        named = f"with username {args.user_username!r}"
+    if args.user_id is not None and not 0 < args.user_id <= MAX_USER_ID:
+        raise CommandError(f"no user {named}")  # not an id the column can hold: no query
     async with db.read() as session:
-        found = await session.scalar(select(User.id).where(or_(*conditions)).order_by(User.id))
+        found = await session.scalar(select(User.id).where(condition))
     if found is None:
-        raise CommandError(f"no user {ident!r}")
+        raise CommandError(f"no user {named}")
     return int(found)
 
 
@@ -160,7 +187,7 @@ def _user_block(args: argparse.Namespace) -> int:
     blocked = args.action == "block"
 
     async def work(_settings: Settings, db: Database) -> int:
-        user_id = await _user_id(db, args.user)
+        user_id = await _user_id(db, args)
         now = system_clock()
         async with db.write() as session:
             await accounts.set_blocked(session, user_id, blocked, now=now)
@@ -174,7 +201,7 @@ def _user_block(args: argparse.Namespace) -> int:
 
 def _user_set_password(args: argparse.Namespace) -> int:
     async def work(settings: Settings, db: Database) -> int:
-        user_id = await _user_id(db, args.user)
+        user_id = await _user_id(db, args)
         password_hash = _check_password(settings, _read_password(args))
         now = system_clock()
         async with db.write() as session:
@@ -197,8 +224,8 @@ def _user_set_password(args: argparse.Namespace) -> int:
 
 
 def _user_show(args: argparse.Namespace) -> int:
-    async def work(_settings: Settings, db: Database) -> int:
-        user_id = await _user_id(db, args.user)
+    async def work(settings: Settings, db: Database) -> int:
+        user_id = await _user_id(db, args)
         now = system_clock()
         async with db.read() as session:
             user = await session.get(User, user_id)
@@ -208,8 +235,7 @@ def _user_show(args: argparse.Namespace) -> int:
                 .select_from(Session)
                 .where(
                     Session.user_id == user_id,
-                    Session.revoked_at.is_(None),
-                    Session.expires_at > now,
+                    sessions.session_is_live(now, access_ttl=settings.jwt_expires_in),
                 )
             )
         print(json.dumps({**user_payload(user), "liveSessions": int(live or 0)}, indent=2))
@@ -220,16 +246,18 @@ def _user_show(args: argparse.Namespace) -> int:
 
 def _sessions_list(args: argparse.Namespace) -> int:
     async def work(settings: Settings, db: Database) -> int:
-        user_id = await _user_id(db, args.user)
+        user_id = await _user_id(db, args)
         now = system_clock()
+        # The API's own definition of live, so both list the same sessions.
+        live = sessions.session_is_live(now, access_ttl=settings.jwt_expires_in)
         async with db.read() as session:
-            query = select(Session).where(Session.user_id == user_id)
+            query = select(Session, live).where(Session.user_id == user_id)
             if not args.all:
-                query = query.where(Session.revoked_at.is_(None), Session.expires_at > now)
-            rows = (await session.scalars(query.order_by(Session.last_active_at.desc()))).all()
-        for row in rows:
+                query = query.where(live)
+            rows = (await session.execute(query.order_by(Session.last_active_at.desc()))).all()
+        for row, is_live in rows:
             state = f"revoked ({row.revoked_reason})" if row.revoked_at else "live"
-            if not row.revoked_at and row.expires_at <= now:
+            if not row.revoked_at and not is_live:
                 state = "expired"
             print(
                 f"{row.id}  {state:<28} login {iso_ms(row.created_at)}  "
@@ -237,7 +265,6 @@ def _sessions_list(args: argparse.Namespace) -> int:
             )
         if not rows:
             print("no sessions")
-        del settings
         return 0
 
     return _run(work)
@@ -248,7 +275,7 @@ def _sessions_revoke(args: argparse.Namespace) -> int:
         raise CommandError("name a session id, or --all")
 
     async def work(_settings: Settings, db: Database) -> int:
-        user_id = await _user_id(db, args.user)
+        user_id = await _user_id(db, args)
         now = system_clock()
         async with db.write() as session:
             if args.all:
@@ -280,7 +307,7 @@ def _sessions_revoke(args: argparse.Namespace) -> int:
 
 def _audit(args: argparse.Namespace) -> int:
     async def work(_settings: Settings, db: Database) -> int:
-        user_id = await _user_id(db, args.user) if args.user else None
+        user_id = await _user_id(db, args) if _names_a_user(args) else None
         async with db.read() as session:
             events = await audit.recent(session, user_id=user_id, limit=args.limit)
         for event in events:
@@ -375,32 +402,32 @@ def build_parser() -> argparse.ArgumentParser:
         ("unblock", "let a blocked account log in again"),
     ):
         sub = user_commands.add_parser(action, help=text)
-        sub.add_argument("user", help="id, username or email")
+        _add_user_lookup(sub)
         sub.set_defaults(handler=_user_block)
     set_password = user_commands.add_parser(
         "set-password", help="set a new password; every session of the account is revoked"
     )
-    set_password.add_argument("user", help="id, username or email")
+    _add_user_lookup(set_password)
     set_password.add_argument("--password-stdin", action="store_true")
     set_password.set_defaults(handler=_user_set_password)
     show = user_commands.add_parser("show", help="print an account (never its password hash)")
-    show.add_argument("user", help="id, username or email")
+    _add_user_lookup(show)
     show.set_defaults(handler=_user_show)
 
     session_parser = commands.add_parser("sessions", help="a user's sessions")
     session_commands = session_parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = session_commands.add_parser("list", help="list live sessions (or --all)")
-    listing.add_argument("user", help="id, username or email")
+    _add_user_lookup(listing)
     listing.add_argument("--all", action="store_true", help="include revoked and expired ones")
     listing.set_defaults(handler=_sessions_list)
     revoke = session_commands.add_parser("revoke", help="revoke one session, or --all")
-    revoke.add_argument("user", help="id, username or email")
+    _add_user_lookup(revoke)
     revoke.add_argument("session", nargs="?", help="the session id")
     revoke.add_argument("--all", action="store_true")
     revoke.set_defaults(handler=_sessions_revoke)
 
     audit_parser = commands.add_parser("audit", help="read the audit trail, newest first")
-    audit_parser.add_argument("--user", help="only this user (id, username or email)")
+    _add_user_lookup(audit_parser, required=False)  # only this user
     audit_parser.add_argument("--limit", type=int, default=50)
     audit_parser.add_argument("--json", action="store_true", help="one JSON object per line")
     audit_parser.set_defaults(handler=_audit)

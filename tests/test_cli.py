@@ -15,7 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from jose import jwt as jose_jwt
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.models import Session
 from tests.api.helpers import bearer, error_of, login, register
 from tests.cli_support import run_cli
 from tests.conftest import Harness
@@ -89,7 +93,7 @@ async def test_user_create_show_and_log_in(client: httpx.AsyncClient, database_u
         True,
     )
     assert (await login(client, "carol@example.com", "Carol-pass-123")).status_code == 200
-    shown = run_cli(database_url, "user", "show", "carol")
+    shown = run_cli(database_url, "user", "show", "--username", "carol")
     assert shown.returncode == 0, shown.stderr
     details = json.loads(shown.stdout)
     assert details["id"] == user["id"]
@@ -116,8 +120,10 @@ async def test_user_create_show_and_log_in(client: httpx.AsyncClient, database_u
             "short\n",
             "password must be at least 6 characters",
         ),
-        (["user", "show", "nobody"], None, "no user 'nobody'"),
-        (["sessions", "revoke", "1"], None, "name a session id, or --all"),
+        (["user", "show", "--username", "nobody"], None, "no user with username 'nobody'"),
+        (["user", "show", "--email", "Nobody@Example.com"], None, "no user with email"),
+        (["user", "show", "--id", "99999999999"], None, "no user with id 99999999999"),
+        (["sessions", "revoke", "--id", "1"], None, "name a session id, or --all"),
     ],
 )
 def test_bad_input_is_one_clear_line(
@@ -149,7 +155,13 @@ async def test_set_password_revokes_every_session(
 ) -> None:
     jwt = (await register(client))["jwt"]
     result = run_cli(
-        database_url, "user", "set-password", "alice", "--password-stdin", stdin="Admin-set-456\n"
+        database_url,
+        "user",
+        "set-password",
+        "--username",
+        "alice",
+        "--password-stdin",
+        stdin="Admin-set-456\n",
     )
     assert result.returncode == 0, result.stderr
     assert "1 sessions revoked" in result.stdout
@@ -160,19 +172,19 @@ async def test_set_password_revokes_every_session(
 async def test_sessions_list_and_revoke(client: httpx.AsyncClient, database_url: str) -> None:
     await register(client)
     devices = [(await login(client, requestRefresh=True)).json() for _ in range(2)]
-    listed = run_cli(database_url, "sessions", "list", "alice")
+    listed = run_cli(database_url, "sessions", "list", "--username", "alice")
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.strip().splitlines()
     assert len(lines) == 3  # registration + two logins
     target = next(line.split()[0] for line in lines if line.split()[0] != lines[0].split()[0])
-    revoked = run_cli(database_url, "sessions", "revoke", "alice", target)
+    revoked = run_cli(database_url, "sessions", "revoke", "--username", "alice", target)
     assert revoked.returncode == 0, revoked.stderr
     assert revoked.stdout.strip() == "1 sessions revoked"
-    everything = run_cli(database_url, "sessions", "list", "alice", "--all")
+    everything = run_cli(database_url, "sessions", "list", "--username", "alice", "--all")
     assert "revoked (admin)" in everything.stdout
-    unknown = run_cli(database_url, "sessions", "revoke", "alice", "0" * 32)
+    unknown = run_cli(database_url, "sessions", "revoke", "--username", "alice", "0" * 32)
     assert unknown.returncode == 1
-    all_revoked = run_cli(database_url, "sessions", "revoke", "alice", "--all")
+    all_revoked = run_cli(database_url, "sessions", "revoke", "--username", "alice", "--all")
     assert all_revoked.stdout.strip() == "2 sessions revoked"
     for device in devices:
         assert (await client.get("/api/users/me", headers=bearer(device["jwt"]))).status_code == 401
@@ -182,7 +194,7 @@ async def test_audit_command_reads_the_trail(client: httpx.AsyncClient, database
     await register(client)
     await login(client, password="wrong")
     await login(client)
-    result = run_cli(database_url, "audit", "--json", "--user", "alice")
+    result = run_cli(database_url, "audit", "--json", "--username", "alice")
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     assert [e["event"] for e in events] == ["login.succeeded", "login.failed", "user.registered"]
@@ -323,7 +335,7 @@ async def test_block_is_audited_and_old_events_are_purged(
 ) -> None:
     clock.now -= timedelta(days=10)  # the registration happened ten days ago
     await register(client)
-    assert run_cli(database_url, "user", "block", "alice").returncode == 0
+    assert run_cli(database_url, "user", "block", "--email", "ALICE@example.com").returncode == 0
     events = [
         json.loads(line) for line in run_cli(database_url, "audit", "--json").stdout.splitlines()
     ]
@@ -337,3 +349,74 @@ async def test_block_is_audited_and_old_events_are_purged(
         for line in run_cli(database_url, "audit", "--json").stdout.splitlines()
     ]
     assert remaining == ["user.blocked"]
+
+
+async def test_user_lookup_is_explicit(client: httpx.AsyncClient, database_url: str) -> None:
+    alice = (await register(client))["user"]
+    # A username that reads as alice's id: the old guess took "001" for id 1.
+    digits = (await register(client, "001", "digits@example.com"))["user"]
+
+    def shown(*lookup: str) -> int:
+        result = run_cli(database_url, "user", "show", *lookup)
+        assert result.returncode == 0, result.stderr
+        return int(json.loads(result.stdout)["id"])
+
+    assert shown("--username", "001") == digits["id"]
+    assert shown("--id", "1") == alice["id"] == 1
+    assert shown("--email", "Digits@Example.COM") == digits["id"]
+    missing = run_cli(database_url, "user", "show")
+    assert missing.returncode == 2
+    assert "one of the arguments --id --email --username is required" in missing.stderr
+    both = run_cli(database_url, "user", "block", "--id", "1", "--username", "001")
+    assert both.returncode == 2
+    assert "not allowed with argument" in both.stderr
+    assert (await login(client)).status_code == 200  # nobody was blocked
+    assert run_cli(database_url, "user", "show", "--username", "1").returncode == 1
+
+
+async def test_cli_and_api_agree_on_live_sessions(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    """One definition of live: a session whose refresh token idled out is over once its last access token is,
+    for `GET /api/auth/sessions`, `refreshd sessions list` and `refreshd user show` alike."""
+    await register(client)
+    devices = [(await login(client, requestRefresh=True)).json() for _ in range(4)]
+    sids = [jose_jwt.get_unverified_claims(device["jwt"])["sid"] for device in devices]
+    watcher = devices[0]["jwt"]
+    now = datetime.now(UTC)
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            # Idle past its refresh token and past the last access token (15 minutes): hidden.
+            await conn.execute(
+                update(Session)
+                .where(Session.id == sids[1])
+                .values(refresh_expires_at=now - timedelta(hours=1))
+            )
+            # Idle past its refresh token, but its last access token may still be in use: listed.
+            await conn.execute(
+                update(Session)
+                .where(Session.id == sids[2])
+                .values(refresh_expires_at=now - timedelta(minutes=5))
+            )
+    finally:
+        await engine.dispose()
+    revoked = await client.delete(f"/api/auth/sessions/{sids[3]}", headers=bearer(watcher))
+    assert revoked.status_code == 200
+
+    api = await client.get("/api/auth/sessions", headers=bearer(watcher))
+    assert api.status_code == 200
+    from_api = {entry["id"] for entry in api.json()["data"]}
+    listed = run_cli(database_url, "sessions", "list", "--username", "alice")
+    assert listed.returncode == 0, listed.stderr
+    from_cli = {line.split()[0] for line in listed.stdout.splitlines()}
+    shown = run_cli(database_url, "user", "show", "--username", "alice")
+    assert shown.returncode == 0, shown.stderr
+
+    assert {sids[0], sids[2]} <= from_api
+    assert not {sids[1], sids[3]} & from_api
+    assert from_cli == from_api
+    assert json.loads(shown.stdout)["liveSessions"] == len(from_api) == 3  # with registration's
+    everything = run_cli(database_url, "sessions", "list", "--username", "alice", "--all")
+    states = {line.split()[0]: line.split()[1] for line in everything.stdout.splitlines()}
+    assert (states[sids[1]], states[sids[2]], states[sids[3]]) == ("expired", "live", "revoked")

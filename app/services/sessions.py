@@ -499,19 +499,25 @@ class SessionView:
     last_active_at: datetime
 
 
-async def list_sessions(
-    session: AsyncSession, user_id: int, *, current: str, now: datetime, lifetimes: Lifetimes
-) -> list[SessionView]:
-    """Live sessions, the caller's first, then the most recently active. A session whose refresh token expired
-    from idleness is over once its last access token is."""
-    query = select(Session).where(
-        Session.user_id == user_id,
+def session_is_live(now: datetime, *, access_ttl: timedelta) -> ColumnElement[bool]:
+    """What "live" means wherever sessions are listed or counted (the API and the command line): not revoked,
+    not past its absolute end, and, if its refresh token expired from idleness, not past its last access token."""
+    return and_(
         Session.revoked_at.is_(None),
         Session.expires_at > now,
         or_(
             Session.refresh_expires_at.is_(None),
-            Session.refresh_expires_at > now - lifetimes.access,
+            Session.refresh_expires_at > now - access_ttl,
         ),
+    )
+
+
+async def list_sessions(
+    session: AsyncSession, user_id: int, *, current: str, now: datetime, lifetimes: Lifetimes
+) -> list[SessionView]:
+    """Live sessions, the caller's first, then the most recently active."""
+    query = select(Session).where(
+        Session.user_id == user_id, session_is_live(now, access_ttl=lifetimes.access)
     )
     rows = (await session.scalars(query)).all()
     views = [

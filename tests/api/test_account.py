@@ -374,7 +374,7 @@ async def test_register_with_smtp_down_is_a_clear_error_and_keeps_the_account(
 async def test_blocking_from_the_command_line(client: httpx.AsyncClient, database_url: str) -> None:
     await register(client)
     device = (await login(client, requestRefresh=True)).json()
-    result = run_cli(database_url, "user", "block", "alice@example.com")
+    result = run_cli(database_url, "user", "block", "--email", "alice@example.com")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "user 1 blocked (every session revoked)"
     me = await client.get("/api/users/me", headers=bearer(device["jwt"]))
@@ -388,11 +388,11 @@ async def test_blocking_from_the_command_line(client: httpx.AsyncClient, databas
         error_of(await login(client))["message"]
         == "Your account has been blocked by an administrator"
     )
-    assert run_cli(database_url, "user", "unblock", "1").returncode == 0
+    assert run_cli(database_url, "user", "unblock", "--id", "1").returncode == 0
     assert (await login(client)).status_code == 200
-    missing = run_cli(database_url, "user", "block", "nobody")
+    missing = run_cli(database_url, "user", "block", "--username", "nobody")
     assert missing.returncode == 1
-    assert "no user 'nobody'" in missing.stderr
+    assert "no user with username 'nobody'" in missing.stderr
 
 
 async def test_email_confirmation_needs_smtp_in_production() -> None:
