@@ -10,6 +10,7 @@ import asyncio
 import getpass
 import json
 import sys
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -71,10 +72,10 @@ async def _user_id(db: Database, args: argparse.Namespace) -> int:
     if args.user_id is not None:
         condition, named = User.id == args.user_id, f"with id {args.user_id}"
     elif args.user_email is not None:
-        condition = User.email == args.user_email.lower()
+        condition = User.email == users.normalize_email(args.user_email)
         named = f"with email {args.user_email!r}"
     else:
-        condition = User.username == args.user_username
+        condition = User.username == users.normalize_username(args.user_username)
         named = f"with username {args.user_username!r}"
     if args.user_id is not None and not 0 < args.user_id <= MAX_USER_ID:
         raise CommandError(f"no user {named}")  # not an id the column can hold: no query
@@ -239,6 +240,31 @@ def _user_show(args: argparse.Namespace) -> int:
                 )
             )
         print(json.dumps({**user_payload(user), "liveSessions": int(live or 0)}, indent=2))
+        return 0
+
+    return _run(work)
+
+
+def _user_collisions(_args: argparse.Namespace) -> int:
+    """Accounts whose usernames or emails are one name in NFKC form (migration 0006 leaves them as they were)."""
+
+    async def work(_settings: Settings, db: Database) -> int:
+        async with db.read() as session:
+            rows = (
+                await session.execute(select(User.id, User.username, User.email).order_by(User.id))
+            ).all()
+        owners: dict[tuple[str, str], list[tuple[int, str, str]]] = defaultdict(list)
+        for user_id, username, email in rows:
+            owners[("username", users.normalize_username(username))].append(
+                (user_id, username, email)
+            )
+            owners[("email", users.normalize_email(email))].append((user_id, username, email))
+        shared = [(key, members) for key, members in owners.items() if len(members) > 1]
+        for (kind, name), members in shared:
+            listed = ", ".join(f"user {i} ({u!r}, {e!r})" for i, u, e in members)
+            print(f"{kind} {name!r}: {listed}")
+        if not shared:
+            print("no collisions")
         return 0
 
     return _run(work)
@@ -413,6 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
     show = user_commands.add_parser("show", help="print an account (never its password hash)")
     _add_user_lookup(show)
     show.set_defaults(handler=_user_show)
+    user_commands.add_parser(
+        "collisions",
+        help="list accounts whose usernames or emails are one name in Unicode NFKC form",
+    ).set_defaults(handler=_user_collisions)
 
     session_parser = commands.add_parser("sessions", help="a user's sessions")
     session_commands = session_parser.add_subparsers(dest="action", required=True, metavar="ACTION")

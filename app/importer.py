@@ -5,9 +5,10 @@ What is imported, and why:
   only they are imported. Users of any other provider (social logins, no password; also a null provider, which
   Strapi's own login never matches) are skipped and counted in ``skipped_other_provider``: refreshd has no social
   login, and importing them would only hold usernames and emails that local users may need.
-- The id, documentId, username, lower-cased email, hash (copied, never recomputed), confirmed, blocked and the
-  three timestamps are kept, so tokens, clients and foreign references that use ``id`` or ``documentId`` keep
-  working. Strapi's plaintext ``reset_password_token`` and ``confirmation_token`` are never read.
+- The id, documentId, username and email (both in Unicode NFKC form, the email lower-cased, as refreshd stores
+  and compares them: two spellings of one name are one account, so they conflict), hash (copied, never
+  recomputed), confirmed, blocked and the three timestamps are kept, so tokens, clients and foreign references
+  that use ``id`` or ``documentId`` keep working. Strapi's plaintext ``reset_password_token`` and ``confirmation_token`` are never read.
 - A row that cannot be imported as it is (a malformed hash, a missing email, an id, username, email or documentId
   that already belongs to another user here, or an email, username or documentId repeated in the source, where the
   lowest id keeps it) is reported in ``conflicts`` and skipped; the import goes on.
@@ -53,6 +54,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, create_async_e
 from app.db import Database, utc_ms
 from app.models import Session, User
 from app.services.sessions import Revocation
+from app.services.users import normalize_email, normalize_username
 
 LOCAL = "local"
 # bcrypt as bcryptjs writes it: version, two-digit cost 04-31, 22 salt + 31 hash characters.
@@ -74,6 +76,11 @@ FIELDS = (
     "published_at",
 )
 _LIMITS = {"document_id": 24, "username": 255, "email": 255}
+# As registration stores them, before the limits (NFKC may lengthen a name) and every comparison.
+_NORMALIZE: dict[str, Callable[[str], str]] = {
+    "username": normalize_username,
+    "email": normalize_email,
+}
 
 # The source, untyped where drivers disagree: SQLite returns 0/1 and epoch milliseconds, PostgreSQL booleans and
 # timestamps; the row mapping below accepts both. The plaintext token columns are deliberately not listed.
@@ -299,10 +306,10 @@ def _map_row(row: Row[Any], now: datetime) -> dict[str, Any] | str:
         value = getattr(row, source_name)
         if not isinstance(value, str) or not value.strip():
             return f"missing {name}"
+        value = _NORMALIZE.get(name, str)(value)
         if len(value) > _LIMITS[name]:
             return f"{name} longer than {_LIMITS[name]} characters"
         values[name] = value
-    values["email"] = values["email"].lower()
     password = row.password
     if not password:
         return "local user without a password hash"

@@ -44,6 +44,7 @@ COMMANDS = [
     ["user", "unblock"],
     ["user", "set-password"],
     ["user", "show"],
+    ["user", "collisions"],
     ["sessions"],
     ["sessions", "list"],
     ["sessions", "revoke"],

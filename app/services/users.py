@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import string
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -34,6 +35,17 @@ _DOC_ID_REST = string.ascii_lowercase + string.digits
 def new_document_id() -> str:
     """A 24-character lowercase alphanumeric id starting with a letter, like Strapi's cuid2 ids."""
     return secrets.choice(_DOC_ID_FIRST) + "".join(secrets.choice(_DOC_ID_REST) for _ in range(23))
+
+
+def normalize_username(value: str) -> str:
+    """Usernames are stored and compared in Unicode NFKC form: "José" typed with one code point or with "e" and a
+    combining accent, or a full-width "ｊｏｓé", is one name (Django normalizes usernames the same way)."""
+    return unicodedata.normalize("NFKC", value)
+
+
+def normalize_email(value: str) -> str:
+    """Emails: NFKC, then lower-cased, as they are stored (the login look-up lower-cases an NFKC identifier)."""
+    return unicodedata.normalize("NFKC", value).lower()
 
 
 @dataclass(frozen=True)
@@ -94,7 +106,7 @@ async def _taken(session: AsyncSession, username: str, email: str) -> bool:
 async def ensure_available(session: AsyncSession, username: str, email: str) -> None:
     """Refuse a taken username or email before the caller pays for a password hash; ``create_user`` checks again
     (and the unique indexes decide a race)."""
-    if await _taken(session, username, email.lower()):
+    if await _taken(session, normalize_username(username), normalize_email(email)):
         raise ApplicationError(TAKEN)
 
 
@@ -106,13 +118,13 @@ async def create_user(
     confirmed: bool,
     now: datetime,
 ) -> User:
-    email = reg.email.lower()
-    if await _taken(session, reg.username, email):
+    username, email = normalize_username(reg.username), normalize_email(reg.email)
+    if await _taken(session, username, email):
         raise ApplicationError(TAKEN)
     stamp = utc_ms(now)
     user = User(
         document_id=new_document_id(),
-        username=reg.username,
+        username=username,
         email=email,
         provider=LOCAL,
         password_hash=password_hash,

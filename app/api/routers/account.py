@@ -120,7 +120,7 @@ async def forgot_password(
 ) -> JSONResponse:
     """Always `{"ok": true}`. A known, non-blocked account gets an email with a single-use link that expires
     (`RESET_PASSWORD_TTL`); asking again retires the previous link."""
-    background.add_task(_deliver_reset, runtime, body.email, now)
+    background.add_task(_deliver_reset, runtime, users.normalize_email(body.email), now)
     return JSONResponse({"ok": True})
 
 
@@ -244,5 +244,5 @@ async def send_email_confirmation(
 ) -> JSONResponse:
     """Always `{"email": <as sent>, "sent": true}`: an unconfirmed account gets a new link (the old one stops
     working); confirmed, blocked or unknown addresses get nothing, and the answer does not say which."""
-    background.add_task(_deliver_confirmation, runtime, body.email, now)
+    background.add_task(_deliver_confirmation, runtime, users.normalize_email(body.email), now)
     return JSONResponse({"email": body.email, "sent": True})

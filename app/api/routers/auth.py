@@ -92,13 +92,15 @@ async def login(
     """Returns a short-lived access token and the user; with `requestRefresh: true` (or `REQUEST_REFRESH_ON_ALL`)
     also a refresh token, in the body or, in cookie mode, in an HttpOnly cookie. Every login starts a session."""
     settings = runtime.settings
+    # NFKC, as usernames and emails are stored: one account (and one wrong-password budget) per spelling.
+    identifier = users.normalize_username(body.identifier)
     try:
         # Before the look-up: an unknown identifier is counted, refused and timed like a known one.
-        attempt = await runtime.limiter.login_attempt(body.identifier, client.ip)
+        attempt = await runtime.limiter.login_attempt(identifier, client.ip)
     except RateLimitError:
         runtime.metrics.count_login("rate_limited")
         raise
-    candidate = await runtime.hot.login_candidate(users.LOCAL, body.identifier)
+    candidate = await runtime.hot.login_candidate(users.LOCAL, identifier)
     try:
         user, upgraded_hash = await users.check_credentials(
             runtime.hasher, candidate, body.password, email_confirmation=settings.email_confirmation
