@@ -63,6 +63,8 @@ def server_env(backend: Backend, keys: Secrets, *, rotation: bool) -> dict[str, 
         "REFRESH_TOKEN_ROTATION": "true" if rotation else "false",
         "RATE_LIMIT_ENABLED": "false",
         "LOG_LEVEL": "WARNING",
+        # Scenarios read /metrics, which production serves only when asked (METRICS_ENABLED, METRICS_TOKEN).
+        "METRICS_ENABLED": "true",
     }
 
 
