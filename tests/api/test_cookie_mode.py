@@ -252,6 +252,9 @@ async def test_cors_allows_credentials_only_for_configured_origins(
     evil = await client.options(
         "/api/auth/refresh", headers={"Origin": "https://evil.example", **preflight}
     )
+    # Refused (not crashed), without the header that would let the browser go on.
+    assert evil.status_code == 400, evil.text
     assert "access-control-allow-origin" not in evil.headers
     simple = await client.get("/healthz", headers={"Origin": "https://evil.example"})
+    assert simple.status_code == 200
     assert "access-control-allow-origin" not in simple.headers
