@@ -78,6 +78,7 @@ class PasswordHasher:
             initializer=_lower_thread_priority,
             initargs=(ANONYMOUS_HASH_THREAD_NICE,),
         )
+        self._anonymous_turns = asyncio.Semaphore(self.anonymous_limit)
         self._context = passwords.build_context(params)
         self._pool = ThreadPoolExecutor(
             max_workers=workers,
@@ -99,6 +100,11 @@ class PasswordHasher:
             measure_failed_verify(lambda: self._context.verify(b"wrong", self._dummy_hash)),
         )
         return slowest * 1.2
+
+    def anonymous_turn(self) -> asyncio.Semaphore:
+        """``async with`` it around an anonymous request's expensive part (its look-ups and its hash): as many
+        run at once as the anonymous pool has threads; the rest wait on the event loop, holding nothing."""
+        return self._anonymous_turns
 
     async def hash(self, password: str, *, anonymous: bool = False) -> str:
         """A new argon2 hash. ``anonymous``: for a caller nobody has authenticated, in the capped pool."""

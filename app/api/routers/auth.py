@@ -164,9 +164,12 @@ async def register(
         password_min_length=settings.password_min_length,
         password_max_bytes=settings.password_max_bytes,
     )
-    async with runtime.db.read() as session:
-        await users.ensure_available(session, body.username, body.email)
-    password_hash = await runtime.hasher.hash(body.password, anonymous=True)
+    # One turn of the anonymous hashing cap covers the look-up too: a flood holds as few database connections as
+    # hashing threads, not one each (PostgreSQL forked a backend per overflow connection, beside the logins).
+    async with runtime.hasher.anonymous_turn():
+        async with runtime.db.read() as session:
+            await users.ensure_available(session, body.username, body.email)
+        password_hash = await runtime.hasher.hash(body.password, anonymous=True)
     confirm = settings.email_confirmation
     async with runtime.db.write() as session:
         user = await users.create_user(
