@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from perf import RESULTS, ROOT, database, hashlimit, load, wire
+from perf import RESULTS, ROOT, database, flood, hashlimit, load, wire
 from perf.cpucap import CpuCap
 from perf.database import Backend, Secrets
 from perf.hashlimit import HashLimit
@@ -351,7 +351,7 @@ def generator(ctx: Context) -> None:
 
 # Several busy threads (the hashing pool) or processes would share one CPU quota instead of each getting a slower
 # core: a cap does not emulate a slower machine for these (perf.cpucap).
-CAP_REFUSED = ("login", "refresh-under-login", "two-workers")
+CAP_REFUSED = ("login", "refresh-under-login", "two-workers", "registration-flood")
 CALIBRATION_SECONDS = 5.0
 CALIBRATION_TOLERANCE = 0.03
 CALIBRATION_STEPS = 5
@@ -877,6 +877,7 @@ SCENARIOS: dict[str, Callable[[Context], None]] = {
     "purge": purge,
     "purge-job": purge_job,
     "two-workers": two_workers,
+    "registration-flood": flood.registration_flood,
 }
 # Run only when named with --scenario.
 OPTIONAL_SCENARIOS = {"purge-job"}
