@@ -201,6 +201,11 @@ def normalized(value: str) -> str:
     return unicodedata.normalize("NFKC", value).strip().casefold()
 
 
+def _encodable(value: str) -> str:
+    """``value`` with any lone surrogate (valid JSON, not UTF-8) escaped: Redis keys are UTF-8 bytes."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _digest(value: str) -> str:
     # Keys stay short and hold no email in clear, whatever the client sent (bodies go up to MAX_BODY_SIZE).
     return hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
@@ -370,7 +375,9 @@ async def enforce(
     path = _normalized_path(request.url.path)
     address = client_network(ip, limiter.ipv6_prefix)
     email = await _email_of(request) if by_email else None
-    identifier = (email.lower() if email else UNKNOWN_IDENTIFIER) if by_email else NO_IDENTIFIER
+    identifier = (
+        (_encodable(email.lower()) if email else UNKNOWN_IDENTIFIER) if by_email else NO_IDENTIFIER
+    )
     budgets: list[tuple[RateLimitItem, tuple[str, ...]]] = [
         (limiter.item, (f"{identifier}:{path}:{address}|{user_id or address}",))
     ]

@@ -26,6 +26,7 @@ from tests.api.limits_support import (
     redis_server,
 )
 from tests.conftest import Harness
+from tests.servers import free_port
 from tests.support import TEST_REDIS_URL, FakeClock
 
 ROUTES_BY_EMAIL = ["register", "forgot-password", "send-email-confirmation"]
@@ -369,3 +370,69 @@ async def test_register_refuses_a_taken_name_before_hashing(client: httpx.AsyncC
         )
         assert error_of(response)["message"] == "Email or Username are already taken"
     assert await hashes() == before
+
+
+async def test_every_budget_holds_while_redis_is_unreachable(
+    harness: Harness, settings_factory: Callable[..., Settings]
+) -> None:
+    client = await harness.client(
+        settings_factory(redis_url=f"redis://127.0.0.1:{free_port()}/0", trusted_proxies=PROXY)
+    )
+    token = (await register(client, "bob", "bob@example.com"))["jwt"]
+    for n in range(5):  # the account's attempts, across addresses
+        await client.post(
+            "/api/auth/local",
+            json={"identifier": "bob", "password": "wrong"},
+            headers=from_address(f"198.51.100.{n}"),
+        )
+    assert_limited(
+        await client.post(
+            "/api/auth/local",
+            json={"identifier": "bob", "password": PASSWORD},
+            headers=from_address("198.51.100.99"),
+        ),
+        limit=5,
+    )
+    for n in range(10):  # one mailbox, across addresses
+        await by_email(client, "forgot-password", "victim@example.com", f"192.0.2.{n}")
+    assert_limited(await by_email(client, "forgot-password", "victim@example.com", "192.0.2.99"))
+    for n in range(10):  # one address, fresh emails
+        await by_email(client, "send-email-confirmation", f"x{n}@example.com", "192.0.2.200")
+    assert_limited(
+        await by_email(client, "send-email-confirmation", "x10@example.com", "192.0.2.200")
+    )
+    body = {"currentPassword": "wrong", "password": "New-pass-123", "passwordConfirmation": "x"}
+    for n in range(10):  # one user, across addresses
+        await client.post(
+            "/api/auth/change-password",
+            json=body,
+            headers={**bearer(token), **from_address(f"2001:db8:{n + 1:x}::1")},
+        )
+    assert_limited(
+        await client.post(
+            "/api/auth/change-password",
+            json=body,
+            headers={**bearer(token), **from_address("2001:db8:ff::1")},
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "raw"),
+    [
+        ("/api/auth/local", b'{"identifier": "\\ud800", "password": "x"}'),
+        ("/api/auth/local", b'{"identifier": "  ", "password": "x"}'),
+        ("/api/auth/forgot-password", b'{"email": "\\udfff@example.com"}'),
+        ("/api/auth/send-email-confirmation", b'{"email": ["not", "a", "string"]}'),
+    ],
+)
+async def test_budget_keys_never_turn_odd_input_into_a_500(
+    app_client: Callable[..., Any], path: str, raw: bytes
+) -> None:
+    client = await app_client()
+    response = await client.post(
+        path,
+        content=raw,
+        headers={"content-type": "application/json", **from_address("::ffff:198.51.100.1")},
+    )
+    assert response.status_code in (200, 400), response.text
