@@ -47,6 +47,7 @@ from perf.scenarios import (
     REFRESH_PATH,
     THREADS,
     TOKEN_SESSIONS,
+    Load,
 )
 from perf.server import Server, running
 
@@ -76,16 +77,6 @@ def worktree(revision: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-@dataclass(frozen=True)
-class Work:
-    """One wrk load: its script, path, script arguments and connections."""
-
-    script: str
-    path: str
-    args: list[str]
-    connections: int = CONNECTIONS
-
-
 SCENARIOS = ("refresh", "refresh-rotation", "me", "login")
 
 
@@ -101,7 +92,7 @@ class Loads:
         self.keys = keys
         self.users = users
         self.workdir = Path(tempfile.mkdtemp(prefix="refreshd-ab-loads-"))
-        self._fixed: Work | None = None
+        self._fixed: Load | None = None
         self._minted = 0
 
     def _files(self, name: str, values: list[str]) -> str:
@@ -111,36 +102,36 @@ class Loads:
         refs = database.add_sessions(self.backend, TOKEN_SESSIONS, self.users, "refreshd-bench")
         return database.mint(refs, self.keys)
 
-    def next(self) -> Work:
+    def next(self) -> Load:
         if self.scenario == "refresh-rotation":
             self._minted += 1
             name = f"chain-{self._minted}"
-            return Work("chain.lua", REFRESH_PATH, [self._files(name, self._tokens().refresh)])
+            return Load("chain.lua", REFRESH_PATH, [self._files(name, self._tokens().refresh)])
         if self._fixed is None:
             if self.scenario == "login":
                 identifiers = [database.username(i) for i in range(1, self.users + 1)]
-                self._fixed = Work(
+                self._fixed = Load(
                     "login.lua",
                     LOGIN_PATH,
                     [self._files("login", identifiers), database.BENCH_PASSWORD],
                     LOGIN_CONNECTIONS,
                 )
             elif self.scenario == "me":
-                self._fixed = Work("me.lua", ME_PATH, [self._files("me", self._tokens().access)])
+                self._fixed = Load("me.lua", ME_PATH, [self._files("me", self._tokens().access)])
             else:
-                self._fixed = Work(
+                self._fixed = Load(
                     "refresh.lua", REFRESH_PATH, [self._files("refresh", self._tokens().refresh)]
                 )
         return self._fixed
 
 
-def measure(server: Server, work: Work, seconds: float, out: Path) -> Sample:
+def measure(server: Server, work: Load, seconds: float, out: Path) -> Sample:
     cpu = server.cpu_seconds()
     run = load.start(
         server.url + work.path,
         work.script,
         args=work.args,
-        threads=THREADS,
+        threads=work.threads,
         connections=work.connections,
         duration_s=seconds,
         output=out,
@@ -176,9 +167,10 @@ def _median_ratio(pairs: list[tuple[Sample, Sample]], field: str) -> str:
 
 
 def report(args: argparse.Namespace, base: str, pairs: list[tuple[Sample, Sample]]) -> str:
+    connections = LOGIN_CONNECTIONS if args.scenario == "login" else CONNECTIONS
     lines = [
         f"A/B `{base}` (A) vs the working tree (B), {args.backend} {args.scenario}, "
-        f"{args.rounds} rounds of 2 x {args.seconds:g} s each, wrk -t{THREADS} -c{CONNECTIONS}"
+        f"{args.rounds} rounds of 2 x {args.seconds:g} s each, wrk -t{THREADS} -c{connections}"
         + (f", servers capped at {args.cpu_limit:g} core" if args.cpu_limit else ""),
         "",
         "| round | A req/s | B req/s | A p99 ms | B p99 ms | A CPU µs/req | B CPU µs/req | errors A/B |",
