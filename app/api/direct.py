@@ -6,13 +6,33 @@ import inspect
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import fastapi
 from fastapi import Request, Response
 from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+
+# DirectRoute leans on a private name of FastAPI, so FastAPI is pinned (pyproject.toml) to the minor versions it was
+# checked against, and any other stops the start with this error rather than misrouting requests.
+SUPPORTED_FASTAPI = ((0, 165),)
+
+
+def _check_fastapi(version: str) -> None:
+    major_minor = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+    if major_minor not in SUPPORTED_FASTAPI:
+        supported = ", ".join(f"{major}.{minor}.x" for major, minor in SUPPORTED_FASTAPI)
+        raise RuntimeError(
+            f"refreshd's DirectRoute (app/api/direct.py) uses FastAPI internals checked on {supported}; "
+            f"this is FastAPI {version}: install a supported version (`uv sync --frozen`), or check "
+            "DirectRoute against this one and add it to SUPPORTED_FASTAPI"
+        )
+
+
+_check_fastapi(fastapi.__version__)
 
 # FastAPI 0.165 builds an included route's handler (lazily: for the first request that reaches it, or the first
 # OpenAPI document) with this set to the route as included, whose dependant then also carries the dependencies
-# given to include_router() and FastAPI(). Private: a FastAPI without it fails here, at import, not silently.
-from fastapi.routing import APIRoute, _effective_route_context_var
+# given to include_router() and FastAPI().
+from fastapi.routing import _effective_route_context_var  # noqa: E402 - only after the version check
 
 
 def _refuse_unless_request_only(dependant: Dependant, path: str) -> None:

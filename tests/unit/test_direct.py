@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import fastapi
 import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
@@ -12,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.requests import HTTPConnection
 
-from app.api.direct import DirectRoute
+from app.api.direct import DirectRoute, _check_fastapi
 
 
 class Out(BaseModel):
@@ -131,3 +132,14 @@ async def test_a_route_of_the_apps_own_is_served_and_documented() -> None:
         assert (await client.post("/x")).status_code == 405
         spec = (await client.get("/openapi.json")).json()
     assert "/x" in spec["paths"]
+
+
+def test_the_fastapi_in_use_is_one_direct_route_was_checked_against() -> None:
+    _check_fastapi(fastapi.__version__)  # the start would have failed otherwise
+    _check_fastapi("0.165.9")
+
+
+@pytest.mark.parametrize("version", ["0.164.2", "0.166.0", "1.0.0", "garbage"])
+def test_another_fastapi_stops_the_start_naming_the_versions(version: str) -> None:
+    with pytest.raises(RuntimeError, match=rf"checked on 0\.165\.x; this is FastAPI {version}"):
+        _check_fastapi(version)
