@@ -30,6 +30,9 @@ class Session(Base):
     rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     previous_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     earlier_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The first generation of the current burst: rotations each less than REFRESH_TOKEN_REUSE_GRACE after the one
+    # before. A generation older than the burst was replaced at least a window before the burst began.
+    burst_generation: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     # Generations below this one never get the grace: a password change retired them on purpose.
     grace_floor: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     # Idle expiry of the current refresh token; null when the session has none.

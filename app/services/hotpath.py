@@ -85,14 +85,21 @@ _ALIVE = and_(
     exists().where(_USERS.c.id == bindparam("uid"), _USERS.c.blocked.is_(False)),
 )
 _CANDIDATE = bindparam("candidate", type_=UTCDateTime())
+# now - REFRESH_TOKEN_REUSE_GRACE
+GRACE_START = bindparam("grace_start", type_=UTCDateTime())
 # The next generation, as SET clauses: refresh_expires_at = min(now + idle, expires_at), so the idle expiry
 # slides and the absolute one never moves; the issue times shift along (SET reads the row as it was), so the row
-# knows when its last three generations were issued, for the reuse grace.
+# knows when its last three generations were issued, for the reuse grace; a rotation more than the window after
+# the previous one starts a new burst.
 NEXT_GENERATION = {
     "generation": _SESSIONS.c.generation + 1,
     "rotated_at": NOW,
     "previous_rotated_at": _SESSIONS.c.rotated_at,
     "earlier_rotated_at": _SESSIONS.c.previous_rotated_at,
+    "burst_generation": case(
+        (_SESSIONS.c.rotated_at > GRACE_START, _SESSIONS.c.burst_generation),
+        else_=_SESSIONS.c.generation + 1,
+    ),
     "refresh_expires_at": case(
         (_SESSIONS.c.expires_at < _CANDIDATE, _SESSIONS.c.expires_at), else_=_CANDIDATE
     ),
@@ -236,6 +243,7 @@ class RefreshQuery:
     generation: int
     now: datetime
     candidate_expiry: datetime  # now + REFRESH_TOKEN_EXPIRES_IN
+    grace_start: datetime  # now - REFRESH_TOKEN_REUSE_GRACE
     ip: str | None
     user_agent: str | None
 
@@ -246,6 +254,7 @@ class RefreshQuery:
             "gen": self.generation,
             "now_": self.now,
             "candidate": self.candidate_expiry,
+            "grace_start": self.grace_start,
             "ip_": self.ip,
             "ua": self.user_agent,
             "event": Event.REFRESHED.value,

@@ -270,6 +270,7 @@ async def refresh(
         generation=claims.generation,
         now=now,
         candidate_expiry=now + lifetimes.refresh_idle,
+        grace_start=now - lifetimes.reuse_grace,
         ip=client.ip,
         user_agent=client.short_user_agent,
     )
@@ -313,18 +314,22 @@ def replaced_within_grace(
     Generation g was replaced when g + 1 was issued. The row knows when its last three generations were issued
     (``rotated_at``, ``previous_rotated_at``, ``earlier_rotated_at``), so up to three generations behind the
     answer is exact. Further behind, g was replaced before the oldest of those three was issued: if that one is
-    outside the window, so is g's replacement (a replay: revoke); if it is inside, the session was rotated three
-    times within the window and g's own replacement time is not known. That is taken as within the grace rather
-    than risk revoking a racing client: a thief's replay is caught as soon as the session has been quiet for the
-    window. A time not known (rows from before these columns) is taken as outside it, and so are the generations
-    a password change retired (below ``grace_floor``).
+    outside the window, so is g's replacement. If it is inside, the row also knows where the current burst began
+    (``burst_generation``: the first of a run of rotations each less than the window after the one before). A
+    generation replaced before the burst began was replaced at least a window before it: outside. One replaced
+    within the burst (three or more rotations in quick succession, the last inside the window) cannot be placed
+    exactly, and is taken as within the grace rather than risk revoking a racing client. A time not known (rows
+    from before these columns) is taken as outside the window, and so are the generations a password change
+    retired (below ``grace_floor``).
     """
     behind = row.generation - generation
     if behind < 1 or generation < row.grace_floor:
         return False
     times = (row.rotated_at, row.previous_rotated_at, row.earlier_rotated_at)
     replaced_at = times[min(behind, len(times)) - 1]
-    return replaced_at is not None and now - replaced_at < grace
+    if replaced_at is None or now - replaced_at >= grace:
+        return False
+    return behind <= len(times) or generation + 1 >= row.burst_generation
 
 
 @dataclass(frozen=True)
@@ -415,6 +420,10 @@ async def _explain_refusal(
         return Refused(Rejection.INVALID)  # never issued by us
     if claims.generation == row.generation:
         return Refused(Rejection.EXPIRED)
+    if claims.generation < row.grace_floor:
+        # Retired by a password change: refused, but the session lives on. Revoking it would gain nothing (the
+        # rotation already cut this token off) and would let whoever holds it end the owner's new session.
+        return Refused(Rejection.REVOKED)
     if replaced_within_grace(row, claims.generation, now=now, grace=lifetimes.reuse_grace):
         if row.refresh_expires_at <= now:
             return Refused(Rejection.EXPIRED)
@@ -543,6 +552,7 @@ async def rotate_current(
         "uid": user_id,
         "now_": now,
         "candidate": now + lifetimes.refresh_idle,
+        "grace_start": now - lifetimes.reuse_grace,
     }
     row = (await session.execute(_ROTATE_CURRENT, params)).first()
     if row is None:

@@ -10,6 +10,9 @@ was issued: with only the current generation's time, a token two generations beh
 taken for a replay. Existing rows start with no earlier times (nothing is known of them): a token of theirs two or
 more generations behind is judged as before, until the session's next rotations fill the times in.
 
+Further behind than those three, a token is judged by the burst of rotations it belongs to (``burst_generation``:
+where the current run of rotations, each within the window of the one before, began).
+
 A password change rotates the session that asked on purpose, to cut off whoever else holds its token: the tokens
 it retired get no grace (``grace_floor``).
 """
@@ -30,6 +33,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("previous_rotated_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("earlier_rotated_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(
+            sa.Column("burst_generation", sa.Integer(), server_default=sa.text("0"), nullable=False)
+        )
+        batch.add_column(
             sa.Column("grace_floor", sa.Integer(), server_default=sa.text("0"), nullable=False)
         )
 
@@ -37,5 +43,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("sessions") as batch:
         batch.drop_column("grace_floor")
+        batch.drop_column("burst_generation")
         batch.drop_column("earlier_rotated_at")
         batch.drop_column("previous_rotated_at")

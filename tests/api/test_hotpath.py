@@ -129,6 +129,7 @@ def test_compiled_statements_bind_every_parameter_in_the_drivers_order() -> None
         generation=3,
         now=datetime(2026, 11, 28, tzinfo=UTC),
         candidate_expiry=datetime(2026, 12, 28, tzinfo=UTC),
+        grace_start=datetime(2026, 11, 27, 23, 59, 50, tzinfo=UTC),
         ip="203.0.113.7",
         user_agent="curl/8",
     )

@@ -217,11 +217,38 @@ async def test_racing_tabs_across_two_server_processes_are_never_logged_out(
             await _run_trials(calls, login, tabs)
 
 
+async def test_a_token_replaced_long_ago_is_a_replay_during_a_burst_of_rotations(
+    client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    """Replaced an hour ago, then the session rotated three times in quick succession: the old token is four
+    generations behind, further than the row's times reach, and still judged a replay."""
+    await register(client)
+    first = (
+        await client.post(
+            "/api/auth/local",
+            json={"identifier": "alice", "password": PASSWORD, "requestRefresh": True},
+        )
+    ).json()["refreshToken"]
+    token = (await client.post("/api/auth/refresh", json={"refreshToken": first})).json()
+    clock.advance(timedelta(hours=1))
+    for _ in range(3):
+        clock.advance(timedelta(seconds=1))
+        token = (
+            await client.post("/api/auth/refresh", json={"refreshToken": token["refreshToken"]})
+        ).json()
+    replay = await client.post("/api/auth/refresh", json={"refreshToken": first})
+    assert replay.status_code == 401
+    assert error_of(replay)["details"]["code"] == "REFRESH_TOKEN_REUSED"
+    revoked = await client.post("/api/auth/refresh", json={"refreshToken": token["refreshToken"]})
+    assert error_of(revoked)["details"]["code"] == "REFRESH_TOKEN_REVOKED"
+
+
 async def test_tokens_retired_by_a_password_change_get_no_grace(
     client: httpx.AsyncClient, clock: FakeClock
 ) -> None:
     """A password change rotates the session that asked to cut off whoever else holds its token: that token is
-    refused at once, as a replay, not re-issued within the window."""
+    refused at once, not re-issued within the window; the session itself lives on (revoking it would let the
+    token's holder end the owner's new session)."""
     jwt = (await register(client))["jwt"]
     login = await client.post(
         "/api/auth/local",
@@ -242,4 +269,8 @@ async def test_tokens_retired_by_a_password_change_get_no_grace(
     clock.advance(timedelta(seconds=1))
     stale = await client.post("/api/auth/refresh", json={"refreshToken": before["refreshToken"]})
     assert stale.status_code == 401
-    assert error_of(stale)["details"]["code"] == "REFRESH_TOKEN_REUSED"
+    assert error_of(stale)["details"]["code"] == "REFRESH_TOKEN_REVOKED"
+    fresh = await client.post(
+        "/api/auth/refresh", json={"refreshToken": changed.json()["refreshToken"]}
+    )
+    assert fresh.status_code == 200, fresh.text

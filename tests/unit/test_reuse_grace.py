@@ -19,6 +19,7 @@ def _row(
     previous: float | None = None,
     earlier: float | None = None,
     *,
+    burst: int = 0,
     grace_floor: int = 0,
 ) -> Session:
     """A session at ``generation`` whose last three generations were issued the given seconds before NOW."""
@@ -31,6 +32,7 @@ def _row(
         rotated_at=at(rotated),
         previous_rotated_at=at(previous),
         earlier_rotated_at=at(earlier),
+        burst_generation=burst,
         grace_floor=grace_floor,
     )
 
@@ -56,11 +58,23 @@ def test_the_window_is_open_below_its_end_and_closed_at_it() -> None:
     assert not replaced_within_grace(_row(2, rotated=10), 1, now=NOW, grace=GRACE)
 
 
-def test_three_rotations_within_the_window_grant_any_older_generation() -> None:
-    """Further behind than the row remembers, while the session was rotated three times within the window: the
-    replacement time is not known, and a racing client is not logged out for it."""
-    row = _row(10, rotated=1, previous=2, earlier=3)
-    assert replaced_within_grace(row, 5, now=NOW, grace=GRACE)
+def test_further_behind_a_generation_is_judged_by_the_burst_it_was_replaced_in() -> None:
+    """Further behind than the row remembers, while the session was rotated three times within the window: a
+    generation replaced within the current burst cannot be placed exactly and is not taken for a replay; one
+    replaced before the burst began was replaced at least a window before it."""
+    row = _row(10, rotated=1, previous=2, earlier=3, burst=6)
+    assert replaced_within_grace(
+        row, 5, now=NOW, grace=GRACE
+    )  # replaced when 6, the burst's first, was issued
+    assert not replaced_within_grace(row, 4, now=NOW, grace=GRACE)  # replaced before the burst
+    assert not replaced_within_grace(row, 1, now=NOW, grace=GRACE)
+
+
+def test_a_token_replaced_an_hour_ago_is_a_replay_even_during_a_burst() -> None:
+    """Replaced an hour ago (1 -> 2), then three quick rotations (3, 4, 5): the burst began at 3."""
+    row = _row(5, rotated=1, previous=2, earlier=3, burst=3)
+    assert not replaced_within_grace(row, 1, now=NOW, grace=GRACE)
+    assert replaced_within_grace(row, 2, now=NOW, grace=GRACE)  # replaced 3 s ago: exact
 
 
 def test_unknown_times_are_outside_the_window() -> None:
