@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
@@ -51,10 +52,29 @@ def _storable(value: str) -> str:
     return value
 
 
+STORED_NAME_LENGTH = 255
+
+
+def _stored_fits(value: str) -> str:
+    """Names are stored in NFKC form (emails lower-cased too), which can be longer than what was typed (U+FDFA is
+    18 characters once normalized): the column's limit holds for the stored form, or the database refuses it."""
+    stored = unicodedata.normalize("NFKC", value)
+    if max(len(stored), len(stored.lower())) > STORED_NAME_LENGTH:
+        raise PydanticCustomError(
+            "too_long_normalized", f"must be at most {STORED_NAME_LENGTH} characters"
+        )
+    return value
+
+
 # yup's `required` treats "" as missing; StrictStr refuses numbers, booleans, objects.
 Text = Annotated[StrictStr, AfterValidator(_storable)]
 Required = Annotated[Text, Field(min_length=1)]
-Email = Annotated[Text, Field(min_length=1, max_length=255), AfterValidator(_valid_email)]
+Email = Annotated[
+    Text,
+    Field(min_length=1, max_length=STORED_NAME_LENGTH),
+    AfterValidator(_valid_email),
+    AfterValidator(_stored_fits),
+]
 NewPassword = Annotated[Text, Field(min_length=1), AfterValidator(_at_most_72_bytes)]
 
 
@@ -86,7 +106,9 @@ class RegisterRequest(BaseModel):
         },
     )
 
-    username: Annotated[Required, Field(max_length=255)]
+    username: Annotated[
+        Required, Field(max_length=STORED_NAME_LENGTH), AfterValidator(_stored_fits)
+    ]
     email: Email
     password: NewPassword
 

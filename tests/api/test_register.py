@@ -284,3 +284,24 @@ async def test_password_maximum_is_configurable_below_72_bytes(
     )
     assert error_of(response)["message"] == "Password must be less than 17 bytes"
     await register(client, password="x" * 16)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"username": "\ufdfa" * 20, "email": "long@example.com"},  # 20 typed, 360 stored
+        {"username": "longmail", "email": "\ufdfa" * 15 + "@example.com"},  # 282 stored
+    ],
+)
+async def test_a_name_too_long_once_normalized_is_a_400_not_a_500(
+    client: httpx.AsyncClient, fields: dict[str, str]
+) -> None:
+    """Names are stored in NFKC form, which can be longer than what was typed: the column's limit holds for it."""
+    response = await client.post(
+        "/api/auth/local/register", json={**fields, "password": "Secret-pass-123"}
+    )
+    assert response.status_code == 400, response.text
+    error = error_of(response)
+    assert error["name"] == "ValidationError"
+    too_long = "username" if len(fields["username"]) == 20 else "email"
+    assert error["message"] == f"{too_long} is invalid"
