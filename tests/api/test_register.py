@@ -305,3 +305,32 @@ async def test_a_name_too_long_once_normalized_is_a_400_not_a_500(
     assert error["name"] == "ValidationError"
     too_long = "username" if len(fields["username"]) == 20 else "email"
     assert error["message"] == f"{too_long} is invalid"
+
+
+@pytest.mark.parametrize(
+    "identifier",
+    ["\ufdfa" * 20, "\ufdfa" * 15 + "@example.com"],  # 360 and 282 characters once normalized
+)
+async def test_login_with_an_identifier_too_long_once_normalized_is_a_400(
+    client: httpx.AsyncClient, identifier: str
+) -> None:
+    """The look-up of a name longer than its column once normalized finds no account; it does not 500."""
+    await register(client)
+    login = await client.post(
+        "/api/auth/local", json={"identifier": identifier, "password": PASSWORD}
+    )
+    assert login.status_code == 400, login.text
+    assert error_of(login)["name"] == "ValidationError"
+    assert error_of(login)["message"] == "Invalid identifier or password"
+
+
+@pytest.mark.parametrize("route", ["forgot-password", "send-email-confirmation"])
+async def test_email_routes_refuse_an_email_too_long_once_normalized_with_a_400(
+    client: httpx.AsyncClient, route: str
+) -> None:
+    response = await client.post(
+        f"/api/auth/{route}", json={"email": "\ufdfa" * 15 + "@example.com"}
+    )
+    assert response.status_code == 400, response.text
+    assert error_of(response)["name"] == "ValidationError"
+    assert error_of(response)["message"] == "email is invalid"
