@@ -51,7 +51,8 @@ UNKNOWN_IDENTIFIER = "unknownIdentifier"
 STATE_KEY = "rate_limit"
 # How long an instance counts in memory after Redis failed before it tries Redis again (on the app's clock).
 SHARED_RETRY_SECONDS = 5.0
-# An address where an account logged in successfully stays exempt from the account's attempt budget this long.
+# An address where an account logged in successfully stays exempt from its attempt budget this long after the
+# latest success there.
 KNOWN_ADDRESS_SECONDS = 30 * 24 * 3600
 # A Redis that does not answer must not hold requests for long: the memory budgets take over.
 REDIS_TIMEOUT_SECONDS = 1.0
@@ -332,7 +333,11 @@ class RateLimiter:
             return
 
         async def work(store: Store) -> None:
-            await store.storage.incr(self._known_key(attempt), KNOWN_ADDRESS_SECONDS)
+            # Every success renews the exemption: an increment sets the expiry only when it creates the key, so
+            # clear it first (or the address would lapse KNOWN_ADDRESS_SECONDS after its first success).
+            key = self._known_key(attempt)
+            await store.storage.clear(key)
+            await store.storage.incr(key, KNOWN_ADDRESS_SECONDS)
 
         await self._counted(work)
 

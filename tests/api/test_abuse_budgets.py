@@ -229,6 +229,37 @@ async def test_the_owner_is_never_locked_out_from_an_address_it_logged_in_from(
     assert again.status_code == 200
 
 
+@pytest.mark.parametrize("store", ["memory"], indirect=True)
+async def test_every_success_renews_the_known_address_in_memory(
+    app_client: Callable[..., Any], clock: FakeClock
+) -> None:
+    """The exemption lasts 30 days after the latest success from an address, not after the first (memory store:
+    only its windows follow the app's clock)."""
+    client = await app_client()
+    await register(client)
+    home = from_address("198.51.100.1")
+    login = {"identifier": "alice", "password": PASSWORD}
+    first = await client.post("/api/auth/local", json=login, headers=home)
+    assert first.status_code == 200, first.text
+    clock.advance(timedelta(days=25))
+    daily = await client.post("/api/auth/local", json=login, headers=home)
+    assert daily.status_code == 200, daily.text
+    clock.advance(timedelta(days=15))  # day 40: 15 days after the latest success
+    for n in range(5):  # an attacker spends the account's budget from elsewhere
+        guess = await client.post(
+            "/api/auth/local",
+            json={"identifier": "alice", "password": "wrong"},
+            headers=from_address(f"192.0.2.{n}"),
+        )
+        assert guess.status_code == 400, guess.text
+    assert_limited(
+        await client.post("/api/auth/local", json=login, headers=from_address("192.0.2.99")),
+        limit=5,
+    )
+    owner = await client.post("/api/auth/local", json=login, headers=home)
+    assert owner.status_code == 200, owner.text
+
+
 @pytest.mark.parametrize("prefix", [64, 48])
 async def test_ipv6_clients_count_by_their_network(
     app_client: Callable[..., Any], prefix: int
