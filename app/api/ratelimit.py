@@ -6,7 +6,8 @@ Every budget is a fixed window that starts at its first hit (as koa2-ratelimit's
   of the body on register, forgot-password and send-email-confirmation, ``noIdentifier`` elsewhere. Its numbers are
   the ones the ``X-RateLimit-*`` headers of an allowed request describe.
 - per route and address alone (register, forgot-password, send-email-confirmation; on login and reset-password
-  Strapi's key already is that), per route and email across addresses, per user across addresses
+  Strapi's key already is that), per route and mailbox across addresses (the email without a "+tag"
+  sub-address, so victim+1@x.com and victim+2@x.com share victim@x.com's budget), per user across addresses
   (change-password);
 - per account for login attempts across addresses (``login_attempt``): tiers of growing windows keyed on the
   normalized identifier, so an unknown identifier is counted exactly like a known one. An address where the
@@ -202,6 +203,18 @@ def normalized(value: str) -> str:
     return unicodedata.normalize("NFKC", value).strip().casefold()
 
 
+def mailbox(email: str) -> str:
+    """The mailbox an email delivers to, for the per-mailbox budget: its normalized form without a sub-address
+    ("victim+1@x.com" is victim@x.com's mailbox). Dots are left alone: not every provider ignores them. Account
+    look-ups keep the exact address."""
+    address = normalized(email)
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return address
+    base = local.split("+", 1)[0]
+    return f"{base or local}@{domain}"
+
+
 def _encodable(value: str) -> str:
     """``value`` with any lone surrogate (valid JSON, not UTF-8) escaped: Redis keys are UTF-8 bytes."""
     return value.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -389,8 +402,8 @@ async def enforce(
     if by_email:
         budgets.append((limiter.item, ("address", path, address)))
         if email:  # without one the body is refused anyway, and no mailbox is at stake
-            mailbox = _digest(normalized(email))
-            budgets += [(item, ("email", path, mailbox)) for item in limiter.email_items]
+            inbox = _digest(mailbox(email))
+            budgets += [(item, ("email", path, inbox)) for item in limiter.email_items]
     if user_id is not None:
         budgets.append((limiter.item, ("user", path, str(user_id))))
     setattr(request.state, STATE_KEY, await limiter.hit(budgets))

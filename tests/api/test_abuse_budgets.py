@@ -125,6 +125,34 @@ async def test_one_mailbox_cannot_be_flooded_from_many_addresses(
     assert retry_after > 60
 
 
+@pytest.mark.parametrize("route", ROUTES_BY_EMAIL)
+async def test_sub_addresses_share_their_mailbox_budget(
+    app_client: Callable[..., Any], route: str
+) -> None:
+    """victim+1@, victim+2@ deliver to one mailbox: one budget for all of them (dots are not folded)."""
+    client = await app_client()
+    for n in range(10):
+        response = await by_email(client, route, f"victim+{n}@example.com", f"198.51.100.{n}", n)
+        assert response.status_code == 200, response.text
+    for n, email in enumerate(["victim+99@example.com", "Victim@Example.com"]):
+        assert_limited(await by_email(client, route, email, f"198.51.100.{20 + n}", 20 + n))
+    dotted = await by_email(client, route, "vic.tim@example.com", "198.51.100.30", 30)
+    assert dotted.status_code == 200, dotted.text
+
+
+async def test_sub_addresses_stay_distinct_accounts(app_client: Callable[..., Any]) -> None:
+    """The mailbox is the budget's key only: accounts keep, and are found by, their exact address."""
+    client = await app_client()
+    await register(client, "one", "victim+1@example.com")
+    await register(client, "two", "victim+2@example.com")
+    login = await client.post(
+        "/api/auth/local", json={"identifier": "victim+2@example.com", "password": PASSWORD}
+    )
+    assert login.status_code == 200, login.text
+    assert login.json()["user"]["username"] == "two"
+    assert login.json()["user"]["email"] == "victim+2@example.com"
+
+
 async def test_wrong_passwords_across_addresses_slow_the_account_down_progressively(
     app_client: Callable[..., Any], store: str | None, clock: FakeClock
 ) -> None:
