@@ -35,7 +35,9 @@ async def _device(
     return body
 
 
-async def _works(client: httpx.AsyncClient, device: dict[str, Any]) -> tuple[bool, bool]:
+async def _works(
+    client: httpx.AsyncClient, device: dict[str, Any], *, expired: bool = False
+) -> tuple[bool, bool]:
     """(access token accepted, refresh token accepted), refreshing the device's tokens when it can.
 
     "Not accepted" means refused as a revoked session is: a 401, never any other answer (a 500 is no refusal)."""
@@ -46,6 +48,8 @@ async def _works(client: httpx.AsyncClient, device: dict[str, Any]) -> tuple[boo
         # "Invalid credentials" for a revoked session; "Missing or invalid..." once the token has expired.
         assert me.status_code == 401, me.text
         assert error_of(me)["name"] == "UnauthorizedError", me.text
+        refused = "Missing or invalid credentials" if expired else "Invalid credentials"
+        assert error_of(me)["message"] == refused, me.text
     refresh = await client.post("/api/auth/refresh", json={"refreshToken": device["refreshToken"]})
     if refresh.status_code == 200:
         device["refreshToken"] = refresh.json()["refreshToken"]
@@ -96,7 +100,7 @@ async def test_logout_with_only_a_refresh_token(
     )
     assert response.json() == {"ok": True}
     for device in devices:
-        assert await _works(client, device) == (False, False)
+        assert await _works(client, device, expired=True) == (False, False)
 
 
 async def test_logout_with_an_expired_access_token_falls_back_to_the_refresh_token(
@@ -110,8 +114,8 @@ async def test_logout_with_an_expired_access_token_falls_back_to_the_refresh_tok
         headers=bearer(devices[0]["jwt"]),
     )
     assert response.status_code == 200
-    assert await _works(client, devices[0]) == (False, False)
-    assert (await _works(client, devices[1]))[1] is True
+    assert await _works(client, devices[0], expired=True) == (False, False)
+    assert (await _works(client, devices[1], expired=True))[1] is True
 
 
 async def test_logout_without_credentials(client: httpx.AsyncClient) -> None:
@@ -193,7 +197,8 @@ async def test_sessions_list_leaves_out_revoked_and_expired(
     listed = (await client.get("/api/auth/sessions", headers=bearer(devices[0]["jwt"]))).json()
     assert len(listed["data"]) == 3  # registration's session (access token still alive) + 2 devices
     clock.advance(timedelta(minutes=16))
-    assert (await _works(client, devices[0]))[1] is True  # refresh: a new access token
+    # The access token has expired; the refresh gives a new one.
+    assert (await _works(client, devices[0], expired=True))[1] is True
     listed = (await client.get("/api/auth/sessions", headers=bearer(devices[0]["jwt"]))).json()
     ids = {s["id"] for s in listed["data"]}
     revoked = jose_jwt.get_unverified_claims(devices[2]["jwt"])["sid"]
