@@ -1,18 +1,18 @@
-"""Configuration from the environment (or a ``.env`` file), named as the refresh-token plugin names it."""
+"""Configuration from the environment (or a ``.env`` file), named as the refresh-token plugin names it.
+
+``Settings`` and its validation live here; the helpers it uses are in ``app/config/`` (signing-key checks and the
+development secrets file, URL normalisation, the production start checks) and are re-exported from here.
+"""
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import os
-import re
 import secrets
-import tempfile
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Literal
 
 from limits import parse_many
 from pydantic import (
@@ -25,7 +25,30 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.config.production import production_problems
+from app.config.secret_keys import (
+    MIN_SECRET_BYTES,
+    SECRET_FIELDS,
+    WELL_KNOWN_SECRETS,
+    read_secrets,
+    secret_problem,
+    write_secrets,
+)
+from app.config.urls import domain_of, normalize_database_url, url_origin
 from app.durations import format_duration, parse_duration
+
+__all__ = [
+    "MIN_SECRET_BYTES",
+    "SECRET_FIELDS",
+    "WELL_KNOWN_SECRETS",
+    "DatabaseSettings",
+    "Duration",
+    "Settings",
+    "cookie_domain",
+    "normalize_database_url",
+    "secret_problem",
+    "url_origin",
+]
 
 logger = logging.getLogger("refreshd.settings")
 
@@ -35,126 +58,13 @@ Duration = Annotated[
     PlainSerializer(format_duration, return_type=str),
 ]
 
-# Secrets that appear in docs, tutorials and plugin defaults: anyone can sign tokens with them.
-WELL_KNOWN_SECRETS = frozenset(
-    s.lower()
-    for s in (
-        "SomethingSecret",
-        "SuperSecretKey",
-        "changeme",
-        "change-me",
-        "change_me",
-        "changethis",
-        "secret",
-        "jwt-secret",
-        "jwt_secret",
-        "mysecret",
-        "my-secret",
-        "your-secret-key",
-        "your_secret_key",
-        "yoursecretkey",
-        "tobemodified",
-        "supersecret",
-        "super-secret",
-        "password",
-        "default",
-        "development",
-        "dev-secret",
-        "test",
-        "refresh-secret",
-    )
-)
-MIN_SECRET_BYTES = 32
-SECRET_FIELDS = ("jwt_secret", "refresh_jwt_secret")
-
-
-def normalize_database_url(url: str) -> str:
-    """Accept the common spellings and pick the async driver this service runs on."""
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url.removeprefix(prefix)
-    if url.startswith("sqlite://"):
-        return "sqlite+aiosqlite://" + url.removeprefix("sqlite://")
-    return url
-
-
-_HOST = re.compile(
-    r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
-)
-
-
-def url_origin(url: str) -> str | None:
-    """``scheme://host[:port]`` of a URL; a bare host is taken as https."""
-    parsed = urlsplit(url if "://" in url else f"https://{url}")
-    if not parsed.hostname:
-        return None
-    port = f":{parsed.port}" if parsed.port else ""
-    return f"{parsed.scheme.lower()}://{parsed.hostname.lower()}{port}"
-
 
 def cookie_domain(settings: Settings) -> str | None:
     """The cookie's Domain: COOKIE_DOMAIN, else the host of PRODUCTION_URL (a URL or a bare host).
 
     None for localhost and IP addresses, where browsers refuse a Domain attribute.
     """
-    raw = settings.cookie_domain or settings.production_url
-    if not raw:
-        return None
-    host = urlsplit(raw if "://" in raw else f"//{raw}").hostname or ""
-    host = host.strip(".").lower()
-    if host == "localhost" or _is_ip(host):
-        return None
-    if not _HOST.match(host):
-        raise ValueError(f"cannot derive a cookie domain from {raw!r}")
-    return host
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def _read_secrets(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {}
-    data = json.loads(path.read_text() or "{}")
-    return data if isinstance(data, dict) else {}
-
-
-def _write_secrets(path: Path, values: dict[str, Any], *, create_only: bool) -> dict[str, Any]:
-    """Write atomically (a whole file or none). When creating, the first of several starting workers wins and
-    the others adopt its secrets, so every worker signs with the same keys."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".refreshd-secrets-")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(values, handle, indent=2)
-        if create_only:
-            try:
-                os.link(temporary, path)
-            except FileExistsError:
-                return _read_secrets(path)
-        else:
-            os.replace(temporary, path)
-            temporary = ""
-        return values
-    finally:
-        if temporary:
-            os.unlink(temporary)
-
-
-def secret_problem(name: str, value: str) -> str | None:
-    """Why ``value`` is not fit to sign production tokens, or None."""
-    if not value:
-        return f"{name} is missing"
-    if value.strip().lower() in WELL_KNOWN_SECRETS:
-        return f"{name} is a well-known placeholder value"
-    if len(value.encode()) < MIN_SECRET_BYTES:
-        return f"{name} is shorter than {MIN_SECRET_BYTES} bytes"
-    return None
+    return domain_of(settings.cookie_domain or settings.production_url)
 
 
 class DatabaseSettings(BaseSettings):
@@ -415,25 +325,7 @@ class Settings(DatabaseSettings):
     def _refuse_weak_secrets_in_production(self) -> Settings:
         if self.environment != "production":
             return self
-        problems = [
-            problem
-            for field in SECRET_FIELDS
-            if (problem := secret_problem(field.upper(), getattr(self, field).get_secret_value()))
-        ]
-        if not problems and self.jwt_secret == self.refresh_jwt_secret:
-            problems.append("JWT_SECRET and REFRESH_JWT_SECRET must be different keys")
-        if self.email_confirmation and not self.smtp_host:
-            problems.append("EMAIL_CONFIRMATION needs SMTP_HOST (mail would only go to the log)")
-        if self.cookie_response and self.cookie_secure is None and not self.cookie_is_secure:
-            # A refresh token in a cookie without Secure goes out over plain http to anyone on the path.
-            problems.append(
-                "COOKIE_RESPONSE needs a Secure cookie: set PRODUCTION_URL to the frontend's https URL or "
-                "COOKIE_SECURE=true (COOKIE_SECURE=false only if plain http is really meant)"
-            )
-        if self.metrics_token is not None and (
-            problem := secret_problem("METRICS_TOKEN", self.metrics_token.get_secret_value())
-        ):
-            problems.append(problem)
+        problems = production_problems(self)
         if problems:
             raise ValueError("refusing to start in production: " + "; ".join(problems))
         return self
@@ -459,11 +351,11 @@ class Settings(DatabaseSettings):
         if not missing or self.environment == "production":
             return self
         path = self.dev_secrets_file
-        stored = _read_secrets(path)
+        stored = read_secrets(path)
         generated = [f for f in missing if not stored.get(f)]
         if generated:
             stored.update({f: secrets.token_urlsafe(48) for f in generated})
-            stored = _write_secrets(path, stored, create_only=not path.exists())
+            stored = write_secrets(path, stored, create_only=not path.exists())
             logger.warning(
                 "generated development secrets %s and saved them in %s; "
                 "set JWT_SECRET and REFRESH_JWT_SECRET in production",
