@@ -7,11 +7,11 @@ import socket
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-# asyncio's own event loop, never uvloop. libuv (since 1.45) accepts one connection per loop iteration, and an
-# iteration of a loaded server takes a whole round of its requests (~30 ms at 2,000 req/s): a burst of 32 new
-# connections waited up to 0.9 s to be accepted (measured, bench/README.md). asyncio's loop accepts every pending
-# connection at once; on the hot paths it costs ~6% of PostgreSQL refresh throughput and nothing on SQLite. The
-# Makefile, the container and the test servers pass ``--loop asyncio`` for the same reason.
+# asyncio's own event loop, never uvloop: libuv (since 1.45) accepts one connection per loop iteration, and an
+# iteration of a loaded server takes a whole round of its requests, so a burst of new connections waits rounds to
+# be accepted. asyncio's loop accepts every pending connection at once, for a little throughput; the figures:
+# bench/results/2026-11-28-fairness-nagle.md. The Makefile, the container and the test servers pass
+# ``--loop asyncio`` for the same reason.
 LOOP = "asyncio"
 
 
@@ -21,7 +21,7 @@ class HttpProtocol(HttpToolsProtocol):
     asyncio turns TCP_NODELAY on only for sockets that say they are TCP (``proto == IPPROTO_TCP``). With
     ``--workers`` uvicorn binds the listening socket itself with ``proto`` 0, which accepted sockets inherit, so
     they kept Nagle: each response's body (its second write) waited for the client's delayed ACK, and two workers
-    served 0.59x what one did (uvicorn issue #3149, open in 0.54).
+    served less than one did (uvicorn issue #3149, open in 0.54; bench/results/2026-11-28-fairness-nagle.md).
     """
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn

@@ -1,7 +1,8 @@
 """Optional JSON request bodies parsed by pydantic straight from the bytes, for the hottest routes.
 
 For a declared body FastAPI checks the content type through ``email.message``, decodes the bytes with
-``json.loads`` and validates the objects that makes: about 6 % of a PostgreSQL refresh's CPU (bench/results/ab.md).
+``json.loads`` and validates the objects that makes: a share of a PostgreSQL refresh's CPU worth saving
+(bench/results/ab.md).
 ``optional_json`` has pydantic parse and validate the bytes in one pass, and answers every other case as FastAPI
 does (same exceptions, same error locations), so the error handlers render the same envelopes. A route that reads
 its body this way documents it with ``openapi_body``.

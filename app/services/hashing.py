@@ -85,8 +85,9 @@ class PasswordHasher:
             thread_name_prefix="refreshd-hash",
             initializer=_lower_thread_priority,
         )
-        # The startup hashes run in a pool thread too: glibc keeps a thread's argon2 memory (19 MiB) for its next
-        # hash, and on the event loop's thread it would stay resident for nothing (measured: 19.5 MB).
+        # The startup hashes run in a pool thread too: glibc keeps a thread's argon2 working memory for its next
+        # hash, and on the event loop's thread it would stay resident for nothing
+        # (bench/results/2026-11-28-hot-path.md).
         self._dummy_hash = self._pool.submit(passwords.make_dummy_hash, self._context).result()
         self._pad = pad
         self._monotonic = monotonic
