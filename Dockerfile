@@ -4,7 +4,8 @@
 #   docker run -p 8000:8000 -v refreshd-data:/data \
 #     -e JWT_SECRET=... -e REFRESH_JWT_SECRET=... refreshd
 # In production (the default here) the service refuses to start without two different secrets of
-# at least 32 bytes each. tests/test_container.py runs the same install and start scripts without Docker.
+# at least 32 bytes each. tests/system/test_container.py runs the same install and start scripts
+# without Docker.
 
 FROM python:3.11-slim AS builder
 

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Install refreshd's locked runtime dependencies, then refreshd itself, into a virtual environment.
-# The Dockerfile's RUN lines call this, and tests/test_container.py runs the very same commands.
+# The Dockerfile's RUN lines call this, and tests/system/test_container.py runs the very same commands.
 #
 #   sh docker/install.sh deps      # only pyproject.toml, uv.lock and README.md are needed
 #   sh docker/install.sh project   # then app/ too; installed non-editable

@@ -1,6 +1,6 @@
 """Cookie mode in a real browser (Chromium through Playwright) against a real server process.
 
-The page (tests/browser/index.html) is served by this test, not by refreshd, from three origins:
+The page (tests/system/browser/index.html) is served by this test, not by refreshd, from three origins:
 
 - ``http://localhost:<page>``: the legitimate frontend, the only entry of ``CORS_ORIGINS``. Same *site* as refreshd
   (``http://localhost:<api>``: sites ignore ports), different *origin*, so its calls are credentialed CORS calls

@@ -27,7 +27,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 # The commands the builder stage runs, in order; the test runs them too.
 INSTALL_COMMANDS = ["sh docker/install.sh deps", "sh docker/install.sh project"]
