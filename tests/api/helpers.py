@@ -32,6 +32,15 @@ async def login(
     )
 
 
+async def registered_with_refresh(client: httpx.AsyncClient) -> dict[str, Any]:
+    """Register alice and log her in with ``requestRefresh``; the login's body (jwt, user, refreshToken)."""
+    await register(client)
+    response = await login(client, requestRefresh=True)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 

@@ -1,4 +1,4 @@
-"""Audit rows after each security event; liveness and readiness."""
+"""Audit rows after each security event; liveness and readiness; the API with its database down."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.migrations_info import expected_head
 from app.models import AuditEvent
 from app.settings import Settings
-from tests.api.helpers import PASSWORD, bearer, login, register
+from tests.api.helpers import PASSWORD, bearer, error_of, login, register
 from tests.conftest import Harness
 from tests.servers import free_port
 from tests.support import FakeClock, downgrade, make_settings
@@ -129,6 +129,20 @@ async def test_readyz_fails_when_the_database_is_down(harness: Harness) -> None:
     assert response.status_code == 503
     assert response.json()["database"] == "unreachable"
     assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_an_unreachable_database_is_a_503(harness: Harness) -> None:
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nowhere"
+    client = await harness.client(make_settings(url))
+    response = await login(client)
+    assert response.status_code == 503
+    assert error_of(response) == {
+        "status": 503,
+        "name": "ServiceUnavailableError",
+        "message": "Service Unavailable",
+        "details": {},
+    }
+    assert response.headers["retry-after"] == "1"
 
 
 async def test_readyz_fails_when_migrations_are_behind(

@@ -190,6 +190,17 @@ async def test_logout_with_the_access_token_also_clears_the_cookie(
     assert _set_cookies(response)["refreshToken"]["max-age"] == "0"
 
 
+async def test_logout_with_an_unusable_cookie_still_clears_it(
+    harness: Harness, settings_factory: Callable[..., Settings]
+) -> None:
+    client = await harness.client(settings_factory(cookie_response=True))
+    response = await client.post("/api/auth/logout", headers={"Cookie": "refreshToken=garbage"})
+    assert response.status_code == 200
+    assert response.json() == {"ok": True}
+    assert 'refreshToken=""' in response.headers["set-cookie"]
+    assert "Max-Age=0" in response.headers["set-cookie"]
+
+
 @pytest.mark.parametrize(
     ("headers", "allowed"),
     [

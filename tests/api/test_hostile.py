@@ -17,7 +17,7 @@ from jose import jwt as jose_jwt
 
 from app.security.tokens import encode_access_token, encode_refresh_token
 from app.settings import Settings
-from tests.api.helpers import PASSWORD, error_of, register
+from tests.api.helpers import PASSWORD, bearer, error_of, register
 from tests.conftest import Harness
 from tests.support import ACCESS_SECRET, REFRESH_SECRET, T0
 
@@ -558,3 +558,24 @@ async def test_hostile_request(hostile_client: tuple[httpx.AsyncClient, str], ca
 def test_the_table_is_large_enough() -> None:
     assert len(CASES) >= 40
     assert len({c.name for c in CASES}) == len(CASES)
+
+
+DEEP_HEADER = "[" * 1400 + "]" * 1400
+
+
+def _deep_token() -> str:
+    header = base64.urlsafe_b64encode(DEEP_HEADER.encode()).rstrip(b"=").decode()
+    return f"{header}.e30.c2ln"
+
+
+async def test_deeply_nested_token_headers_are_refused_not_crashed(
+    client: httpx.AsyncClient,
+) -> None:
+    """python-jose parsed the unsigned header first: a nested one raised RecursionError (500)."""
+    token = _deep_token()
+    me = await client.get("/api/users/me", headers=bearer(token))
+    assert (me.status_code, error_of(me)["message"]) == (401, "Missing or invalid credentials")
+    refreshed = await client.post("/api/auth/refresh", json={"refreshToken": token})
+    assert refreshed.status_code == 401
+    logout = await client.post("/api/auth/logout", json={"refreshToken": token})
+    assert logout.status_code == 401

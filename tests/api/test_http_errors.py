@@ -116,3 +116,24 @@ async def test_nul_characters_are_a_validation_error(
     error = error_of(response)
     assert error["name"] == "ValidationError"
     assert error["message"].endswith("must not contain NUL characters")
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/auth/local", '{"identifier": "\\ud800", "password": "x"}', "identifier"),
+        ("/api/auth/local", '{"identifier": "alice", "password": "x\\udfff"}', "password"),
+        (
+            "/api/auth/local/register",
+            '{"username": "a\\ud800b", "email": "a@example.com", "password": "123456"}',
+            "username",
+        ),
+    ],
+)
+async def test_lone_surrogates_are_a_validation_error(
+    client: httpx.AsyncClient, path: str, body: str, field: str
+) -> None:
+    """A lone surrogate could not be encoded for the database or the hash: it was a 500."""
+    response = await client.post(path, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert error_of(response)["message"] == f"{field} must be valid Unicode text"

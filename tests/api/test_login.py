@@ -142,6 +142,16 @@ async def test_login_validation(
     assert [e["path"] for e in error["details"]["errors"]] == paths
 
 
+async def test_request_refresh_must_be_a_json_boolean(client: httpx.AsyncClient) -> None:
+    """Found by the schema fuzzer: a lax boolean took 0, "yes", "false"... where the contract wants a 400."""
+    await register(client)
+    for value in ("true", "false", 0, 1):
+        response = await login(client, requestRefresh=value)
+        assert response.status_code == 400
+        assert error_of(response)["message"].startswith("requestRefresh must be a `boolean` type")
+    assert "refreshToken" in (await login(client, requestRefresh=True)).json()
+
+
 async def test_unknown_keys_are_ignored_on_login(client: httpx.AsyncClient) -> None:
     await register(client)
     response = await login(client, deviceId="x", anything={"nested": 1})

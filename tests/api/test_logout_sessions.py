@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -9,7 +10,11 @@ import httpx
 import pytest
 from jose import jwt as jose_jwt
 
+from app.runtime import Runtime
+from app.services.hashing import PasswordHasher
+from app.settings import Settings
 from tests.api.helpers import PASSWORD, bearer, error_of, login, register
+from tests.conftest import Harness
 from tests.support import FakeClock
 
 CHROME_MAC = (
@@ -156,6 +161,49 @@ async def test_logout_is_idempotent(client: httpx.AsyncClient) -> None:
         assert await _works(client, devices[1]) == (True, True)
 
 
+async def _signed_in_devices(client: httpx.AsyncClient, count: int) -> list[dict[str, Any]]:
+    """Register alice, then log her in ``count`` times with a refresh token; the logins' bodies."""
+    await register(client)
+    return [(await login(client, requestRefresh=True)).json() for _ in range(count)]
+
+
+async def _alive(client: httpx.AsyncClient, device: dict[str, Any]) -> bool:
+    """Whether the device's session still serves its access token; if not, refused as a revoked session is (a
+    500 is not an ended session)."""
+    me = await client.get("/api/users/me", headers=bearer(device["jwt"]))
+    if me.status_code != 200:
+        assert (me.status_code, error_of(me)["message"]) == (401, "Invalid credentials"), me.text
+    return me.status_code == 200
+
+
+async def test_a_revoked_sessions_access_token_cannot_log_out_the_others(
+    client: httpx.AsyncClient,
+) -> None:
+    victim, other = await _signed_in_devices(client, 2)
+    await client.post("/api/auth/logout", headers=bearer(victim["jwt"]))
+    response = await client.post(
+        "/api/auth/logout", json={"scope": "all"}, headers=bearer(victim["jwt"])
+    )
+    assert response.json() == {"ok": True}
+    assert await _alive(client, other)
+
+
+async def test_a_rotated_away_refresh_token_cannot_log_out_the_others(
+    client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    device, other = await _signed_in_devices(client, 2)
+    stale = device["refreshToken"]
+    for _ in range(2):
+        device = (
+            await client.post("/api/auth/refresh", json={"refreshToken": device["refreshToken"]})
+        ).json()
+    clock.advance(timedelta(minutes=1))
+    response = await client.post("/api/auth/logout", json={"refreshToken": stale, "scope": "all"})
+    assert response.json() == {"ok": True}
+    assert await _alive(client, other)
+    assert not await _alive(client, device)  # its own session did end
+
+
 async def test_sessions_list_current_first_then_most_recent(
     client: httpx.AsyncClient, clock: FakeClock
 ) -> None:
@@ -205,6 +253,31 @@ async def test_sessions_list_leaves_out_revoked_and_expired(
     assert revoked not in ids
     # The registration's session had no refresh token: it ended with its access token.
     assert len(ids) == 2
+
+
+async def test_idle_expired_sessions_leave_the_list(
+    client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    idle, active = await _signed_in_devices(client, 2)
+    for _ in range(3):
+        clock.advance(timedelta(days=12))
+        active = (
+            await client.post("/api/auth/refresh", json={"refreshToken": active["refreshToken"]})
+        ).json()
+    listed = (await client.get("/api/auth/sessions", headers=bearer(active["jwt"]))).json()
+    sids = [s["id"] for s in listed["data"]]
+    assert sids == [jose_jwt.get_unverified_claims(active["jwt"])["sid"]]
+    assert jose_jwt.get_unverified_claims(idle["jwt"])["sid"] not in sids
+
+
+async def test_a_peer_that_is_not_an_ip_address_is_not_stored(
+    harness: Harness, settings: Settings
+) -> None:
+    client = await harness.client(settings, peer=("x" * 200, 1))
+    await register(client)
+    device = (await login(client, requestRefresh=True)).json()
+    listed = (await client.get("/api/auth/sessions", headers=bearer(device["jwt"]))).json()
+    assert {s["ip"] for s in listed["data"]} == {None}
 
 
 async def test_delete_a_session(client: httpx.AsyncClient) -> None:
@@ -348,3 +421,51 @@ async def test_change_password_needs_a_user(client: httpx.AsyncClient) -> None:
     assert response.status_code == 401
     response = await client.post("/api/auth/change-password", json={})
     assert response.status_code == 403
+
+
+class GatedHasher:
+    """The app's hasher, stopping inside verify until the test lets it go."""
+
+    def __init__(self, inner: PasswordHasher) -> None:
+        self.inner = inner
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+        self.gated = True
+
+    async def verify(self, password: str, stored_hash: str | None) -> tuple[bool, str | None]:
+        result = await self.inner.verify(password, stored_hash)
+        if self.gated:
+            self.gated = False
+            self.entered.set()
+            await self.release.wait()
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_a_login_in_flight_does_not_survive_a_password_change(
+    harness: Harness, settings: Settings
+) -> None:
+    """The session was written without re-checking the password it was verified against."""
+    client = await harness.client(settings)
+    owner = (await register(client))["jwt"]
+    runtime: Runtime = harness.apps[-1].state.runtime
+    gate = GatedHasher(runtime.hasher)
+    runtime.hasher = gate  # type: ignore[assignment]
+    attacker = asyncio.create_task(login(client, requestRefresh=True))
+    await gate.entered.wait()  # the attacker's old password has just been verified
+    changed = await client.post(
+        "/api/auth/change-password",
+        json={
+            "currentPassword": PASSWORD,
+            "password": "Changed-pass-456",
+            "passwordConfirmation": "Changed-pass-456",
+        },
+        headers=bearer(owner),
+    )
+    assert changed.status_code == 200
+    gate.release.set()
+    response = await attacker
+    assert response.status_code == 400
+    assert error_of(response)["message"] == "Invalid identifier or password"

@@ -16,21 +16,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.models import User
 from app.services.sessions import Rejection
 from app.settings import Settings
-from tests.api.helpers import bearer, error_of, login, register
+from tests.api.helpers import bearer, error_of, login, register, registered_with_refresh
 from tests.conftest import Harness
 from tests.support import REFRESH_SECRET, FakeClock
 
 PATHS = ["/api/auth/local/refresh", "/api/auth/refresh"]
 # What a refused refresh may say in details.code.
 DOCUMENTED_CODES = {reason.value for reason in Rejection}
-
-
-async def _session_with_refresh(client: httpx.AsyncClient) -> dict[str, Any]:
-    await register(client)
-    response = await login(client, requestRefresh=True)
-    assert response.status_code == 200
-    body: dict[str, Any] = response.json()
-    return body
 
 
 async def _refresh(client: httpx.AsyncClient, token: str, path: str = PATHS[0]) -> httpx.Response:
@@ -60,7 +52,7 @@ async def _rows(database_url: str) -> list[Any]:
 
 
 async def test_login_with_request_refresh_adds_a_refresh_token(client: httpx.AsyncClient) -> None:
-    body = await _session_with_refresh(client)
+    body = await registered_with_refresh(client)
     assert list(body) == ["jwt", "user", "refreshToken"]
     claims = jose_jwt.decode(body["refreshToken"], REFRESH_SECRET, algorithms=["HS256"])
     access = jose_jwt.get_unverified_claims(body["jwt"])
@@ -92,7 +84,7 @@ async def test_request_refresh_on_all(
 async def test_rotation_returns_a_successor_and_retires_the_old_token(
     client: httpx.AsyncClient, clock: FakeClock, path: str
 ) -> None:
-    first = (await _session_with_refresh(client))["refreshToken"]
+    first = (await registered_with_refresh(client))["refreshToken"]
     clock.advance(timedelta(minutes=1))
     response = await _refresh(client, first, path)
     assert response.status_code == 200
@@ -109,7 +101,7 @@ async def test_rotation_returns_a_successor_and_retires_the_old_token(
 
 
 async def test_the_authorization_header_is_ignored_by_refresh(client: httpx.AsyncClient) -> None:
-    body = await _session_with_refresh(client)
+    body = await registered_with_refresh(client)
     for header in (bearer(body["jwt"]), bearer("garbage")):
         response = await client.post(
             "/api/auth/refresh", json={"refreshToken": body["refreshToken"]}, headers=header
@@ -121,7 +113,7 @@ async def test_the_authorization_header_is_ignored_by_refresh(client: httpx.Asyn
 async def test_replay_within_grace_returns_the_same_successor(
     client: httpx.AsyncClient, clock: FakeClock, database_url: str
 ) -> None:
-    first = (await _session_with_refresh(client))["refreshToken"]
+    first = (await registered_with_refresh(client))["refreshToken"]
     successor = (await _refresh(client, first)).json()["refreshToken"]
     clock.advance(timedelta(seconds=9))
     again = await _refresh(client, first)
@@ -136,7 +128,7 @@ async def test_replay_within_grace_returns_the_same_successor(
 async def test_replay_after_grace_revokes_the_session_and_its_access_tokens(
     client: httpx.AsyncClient, clock: FakeClock, database_url: str
 ) -> None:
-    first = (await _session_with_refresh(client))["refreshToken"]
+    first = (await registered_with_refresh(client))["refreshToken"]
     rotated = (await _refresh(client, first)).json()
     clock.advance(timedelta(seconds=10))
     _refused(await _refresh(client, first), "REFRESH_TOKEN_REUSED")
@@ -153,7 +145,7 @@ async def test_replay_of_an_older_generation_revokes_once_it_was_replaced_longer
     client: httpx.AsyncClient, clock: FakeClock
 ) -> None:
     """Two generations behind: judged by when it was replaced (contract §2), not by how far behind it is."""
-    first = (await _session_with_refresh(client))["refreshToken"]
+    first = (await registered_with_refresh(client))["refreshToken"]
     second = (await _refresh(client, first)).json()["refreshToken"]
     clock.advance(timedelta(seconds=10))
     third = (await _refresh(client, second)).json()["refreshToken"]
@@ -165,7 +157,7 @@ async def test_replay_of_an_older_generation_revokes_once_it_was_replaced_longer
 async def test_other_sessions_survive_a_reuse_verdict(
     client: httpx.AsyncClient, clock: FakeClock
 ) -> None:
-    first = (await _session_with_refresh(client))["refreshToken"]
+    first = (await registered_with_refresh(client))["refreshToken"]
     other = (await login(client, requestRefresh=True)).json()["refreshToken"]
     await _refresh(client, first)
     clock.advance(timedelta(minutes=1))
@@ -174,7 +166,7 @@ async def test_other_sessions_survive_a_reuse_verdict(
 
 
 async def test_idle_expiry(client: httpx.AsyncClient, clock: FakeClock) -> None:
-    token = (await _session_with_refresh(client))["refreshToken"]
+    token = (await registered_with_refresh(client))["refreshToken"]
     clock.advance(timedelta(days=29, hours=23))
     token = (await _refresh(client, token)).json()["refreshToken"]  # slides the idle window
     clock.advance(timedelta(days=29, hours=23))
@@ -186,7 +178,7 @@ async def test_idle_expiry(client: httpx.AsyncClient, clock: FakeClock) -> None:
 async def test_absolute_expiry_despite_rotation(
     client: httpx.AsyncClient, clock: FakeClock
 ) -> None:
-    token = (await _session_with_refresh(client))["refreshToken"]
+    token = (await registered_with_refresh(client))["refreshToken"]
     for _ in range(4):  # 4 x 20 days of activity: the idle limit is never hit
         clock.advance(timedelta(days=20))
         response = await _refresh(client, token)
@@ -204,7 +196,7 @@ async def test_rotation_off_keeps_the_token_until_it_expires(
     harness: Harness, settings_factory: Callable[..., Settings], clock: FakeClock
 ) -> None:
     client = await harness.client(settings_factory(refresh_token_rotation=False))
-    token = (await _session_with_refresh(client))["refreshToken"]
+    token = (await registered_with_refresh(client))["refreshToken"]
     for _ in range(3):
         clock.advance(timedelta(days=5))
         response = await _refresh(client, token)
@@ -218,7 +210,7 @@ async def test_rotation_off_token_dies_with_its_session(
     harness: Harness, settings_factory: Callable[..., Settings]
 ) -> None:
     client = await harness.client(settings_factory(refresh_token_rotation=False))
-    body = await _session_with_refresh(client)
+    body = await registered_with_refresh(client)
     assert (await client.post("/api/auth/logout", headers=bearer(body["jwt"]))).status_code == 200
     _refused(await _refresh(client, body["refreshToken"]), "REFRESH_TOKEN_REVOKED")
 
@@ -226,7 +218,7 @@ async def test_rotation_off_token_dies_with_its_session(
 async def test_blocked_or_deleted_users_cannot_refresh(
     client: httpx.AsyncClient, database_url: str
 ) -> None:
-    alice = (await _session_with_refresh(client))["refreshToken"]
+    alice = (await registered_with_refresh(client))["refreshToken"]
     await register(client, "bob", "bob@example.com")
     bob = (await login(client, "bob", requestRefresh=True)).json()["refreshToken"]
     engine = create_async_engine(database_url)
@@ -254,7 +246,7 @@ async def test_missing_and_malformed_tokens(client: httpx.AsyncClient) -> None:
 
 
 async def test_forged_tokens_are_refused(client: httpx.AsyncClient, clock: FakeClock) -> None:
-    body = await _session_with_refresh(client)
+    body = await registered_with_refresh(client)
     claims = jose_jwt.get_unverified_claims(body["refreshToken"])
     await register(client, "mallory", "mallory@example.com")
     now = int(clock.now.timestamp())
@@ -281,7 +273,7 @@ async def test_forged_tokens_are_refused(client: httpx.AsyncClient, clock: FakeC
 async def test_concurrent_refreshes_in_one_process_give_one_successor(
     client: httpx.AsyncClient, database_url: str
 ) -> None:
-    token = (await _session_with_refresh(client))["refreshToken"]
+    token = (await registered_with_refresh(client))["refreshToken"]
     responses = await asyncio.gather(*(_refresh(client, token) for _ in range(20)))
     assert [r.status_code for r in responses] == [200] * 20
     assert len({r.json()["refreshToken"] for r in responses}) == 1
@@ -291,7 +283,7 @@ async def test_concurrent_refreshes_in_one_process_give_one_successor(
 async def test_refresh_racing_logout_never_resurrects(
     client: httpx.AsyncClient, database_url: str
 ) -> None:
-    body = await _session_with_refresh(client)
+    body = await registered_with_refresh(client)
     tasks = [_refresh(client, body["refreshToken"]) for _ in range(5)]
     results = await asyncio.gather(
         *tasks, client.post("/api/auth/logout", headers=bearer(body["jwt"]))
@@ -316,7 +308,7 @@ async def test_refresh_racing_logout_never_resurrects(
 async def test_last_activity_and_ip_follow_refreshes(
     client: httpx.AsyncClient, clock: FakeClock
 ) -> None:
-    body = await _session_with_refresh(client)
+    body = await registered_with_refresh(client)
     clock.advance(timedelta(hours=3))
     refreshed = (await _refresh(client, body["refreshToken"])).json()
     sessions = (await client.get("/api/auth/sessions", headers=bearer(refreshed["jwt"]))).json()

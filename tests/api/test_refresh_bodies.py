@@ -10,18 +10,10 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.api.helpers import error_of, login, register
+from tests.api.helpers import error_of, registered_with_refresh
 
 PATH = "/api/auth/local/refresh"
 JSON = "application/json"
-
-
-async def _token(client: httpx.AsyncClient) -> str:
-    await register(client)
-    response = await login(client, requestRefresh=True)
-    assert response.status_code == 200, response.text
-    token: str = response.json()["refreshToken"]
-    return token
 
 
 def _body(token: str) -> bytes:
@@ -64,7 +56,7 @@ ACCEPTED: list[tuple[str, Encode, str]] = [
 async def test_the_token_is_read_from_any_json_a_client_may_send(
     client: httpx.AsyncClient, encode: Encode, content_type: str
 ) -> None:
-    token = await _token(client)
+    token = (await registered_with_refresh(client))["refreshToken"]
     response = await client.post(
         PATH, content=encode(token), headers={"content-type": content_type}
     )
@@ -118,6 +110,11 @@ async def test_bodies_without_a_usable_token_get_strapis_400(
     assert response.status_code == 400, response.text
     error = error_of(response)
     assert (error["name"], error["message"]) == ("ValidationError", message)
+
+
+async def test_a_refresh_token_that_is_not_a_string_is_missing(client: httpx.AsyncClient) -> None:
+    response = await client.post("/api/auth/refresh", json={"refreshToken": 123})
+    assert error_of(response)["message"] == "Missing refresh token"
 
 
 async def test_a_token_that_is_not_unicode_text_is_a_field_error(client: httpx.AsyncClient) -> None:

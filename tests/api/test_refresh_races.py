@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from app.security import tokens
-from tests.api.helpers import PASSWORD, bearer, error_of, register
+from tests.api.helpers import PASSWORD, bearer, error_of, register, registered_with_refresh
 from tests.conftest import Harness
 from tests.servers import running_servers
 from tests.support import REFRESH_SECRET, FakeClock, migrate, recreate_postgres_database
@@ -117,18 +117,6 @@ def _asgi_call(client: httpx.AsyncClient) -> Call:
     return call
 
 
-async def _registered_refresh_token(client: httpx.AsyncClient) -> str:
-    """Register alice and log her in with a refresh token; returns it."""
-    await register(client)
-    response = await client.post(
-        "/api/auth/local",
-        json={"identifier": "alice", "password": PASSWORD, "requestRefresh": True},
-    )
-    assert response.status_code == 200, response.text
-    token: str = response.json()["refreshToken"]
-    return token
-
-
 @pytest.mark.parametrize("tabs", TABS)
 async def test_racing_tabs_that_chain_at_once_are_never_logged_out(
     harness: Harness, settings_factory: Callable[..., Any], tabs: int
@@ -153,7 +141,7 @@ async def test_a_late_copy_two_generations_behind_within_grace_gets_the_current_
 ) -> None:
     """The winner rotated twice before the loser's copy arrived, 9 s after the first rotation: still a 200, with
     the session's current token; a copy replaced more than the window ago still revokes."""
-    first = await _registered_refresh_token(client)
+    first = (await registered_with_refresh(client))["refreshToken"]
     second = (await client.post("/api/auth/refresh", json={"refreshToken": first})).json()
     clock.advance(timedelta(seconds=4))
     third = (
@@ -228,7 +216,7 @@ async def test_a_token_replaced_long_ago_is_a_replay_during_a_burst_of_rotations
 ) -> None:
     """Replaced an hour ago, then the session rotated three times in quick succession: the old token is four
     generations behind, further than the row's times reach, and still judged a replay."""
-    first = await _registered_refresh_token(client)
+    first = (await registered_with_refresh(client))["refreshToken"]
     token = (await client.post("/api/auth/refresh", json={"refreshToken": first})).json()
     clock.advance(timedelta(hours=1))
     for _ in range(3):

@@ -1,4 +1,5 @@
-"""Access and refresh tokens: encoding, and every way ``decode_*_token`` must refuse a token."""
+"""Access and refresh tokens: encoding, every way ``decode_*_token`` must refuse a token, and keys that never
+show in a repr."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from app.security.tokens import (
     encode_access_token,
     encode_refresh_token,
 )
+from app.services.tokens import TokenKeys
 
 ACCESS_KEY = "unit-access-key-" + "a" * 40
 REFRESH_KEY = "unit-refresh-key-" + "b" * 40
@@ -550,3 +552,8 @@ def test_token_error_names_its_problem() -> None:
         "TOKEN_EXPIRED",
         "TOKEN_NOT_YET_VALID",
     }
+
+
+def test_repr_of_the_runtime_keys_hides_them() -> None:
+    keys = TokenKeys("secret-access-key", "secret-refresh-key", "HS256", timedelta(minutes=5))
+    assert "secret" not in repr(keys)
