@@ -10,45 +10,38 @@ import asyncio
 import getpass
 import json
 import sys
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
-from sqlalchemy import func, select
 
 from app.clock import system_clock
-from app.db import Database
 from app.errors import AppError
-from app.models import Session, User
-from app.runtime import argon2_params
+from app.runtime import argon2_params, password_rules
 from app.schemas.auth import RegisterRequest
 from app.schemas.common import iso_ms, user_payload
 from app.security.passwords import build_context, hash_password
-from app.services import accounts, audit, purge, sessions, users
-from app.services.audit import Event
-from app.services.sessions import Revocation
+from app.services import purge, users
+from app.services.admin import AdminService, UserRef
 from app.settings import Settings
+from app.store import Store
 
 
 class CommandError(Exception):
     """A failure to report in one line, with exit status 1."""
 
 
-def _run(work: Callable[[Settings, Database], Awaitable[int]]) -> int:
+def _run(work: Callable[[Settings, AdminService], Awaitable[int]]) -> int:
     settings = Settings()
 
     async def main() -> int:
-        db = Database(settings)
+        store = Store.open(settings)
         try:
-            return await work(settings, db)
+            return await work(settings, AdminService(store, access_ttl=settings.jwt_expires_in))
         finally:
-            await db.dispose()
+            await store.close()
 
     return asyncio.run(main())
-
-
-MAX_USER_ID = 2**31 - 1  # users.id is a 32-bit integer
 
 
 def _add_user_lookup(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -64,26 +57,15 @@ def _add_user_lookup(parser: argparse.ArgumentParser, *, required: bool = True) 
     )
 
 
-def _names_a_user(args: argparse.Namespace) -> bool:
-    return any(v is not None for v in (args.user_id, args.user_email, args.user_username))
+def _user_ref(args: argparse.Namespace) -> UserRef | None:
+    ref = UserRef(args.user_id, args.user_email, args.user_username)
+    return None if ref == UserRef() else ref
 
 
-async def _user_id(db: Database, args: argparse.Namespace) -> int:
-    if args.user_id is not None:
-        condition, named = User.id == args.user_id, f"with id {args.user_id}"
-    elif args.user_email is not None:
-        condition = User.email == users.normalize_email(args.user_email)
-        named = f"with email {args.user_email!r}"
-    else:
-        condition = User.username == users.normalize_username(args.user_username)
-        named = f"with username {args.user_username!r}"
-    if args.user_id is not None and not 0 < args.user_id <= MAX_USER_ID:
-        raise CommandError(f"no user {named}")  # not an id the column can hold: no query
-    async with db.read() as session:
-        found = await session.scalar(select(User.id).where(condition))
-    if found is None:
-        raise CommandError(f"no user {named}")
-    return int(found)
+async def _user_id(admin: AdminService, args: argparse.Namespace) -> int:
+    ref = _user_ref(args)
+    assert ref is not None  # the parser requires one
+    return (await admin.find(ref)).id
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -96,9 +78,7 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def _check_password(settings: Settings, password: str) -> str:
-    users.check_password_policy(
-        password, min_length=settings.password_min_length, max_bytes=settings.password_max_bytes
-    )
+    users.check_password_policy(password, password_rules(settings))
     context = build_context(argon2_params(settings))
     return hash_password(context, password)
 
@@ -142,9 +122,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _purge(_args: argparse.Namespace) -> int:
-    async def work(settings: Settings, db: Database) -> int:
+    async def work(settings: Settings, admin: AdminService) -> int:
         done = await purge.purge_all(
-            db.write_alone,
+            admin.store.write_alone,
             now=system_clock(),
             access_ttl=settings.jwt_expires_in,
             audit_retention=settings.audit_retention,
@@ -159,25 +139,18 @@ def _purge(_args: argparse.Namespace) -> int:
 
 
 def _user_create(args: argparse.Namespace) -> int:
-    async def work(settings: Settings, db: Database) -> int:
+    async def work(settings: Settings, admin: AdminService) -> int:
         password = _read_password(args)
         # The same rules as the register route (format, lengths), then the password policy.
         RegisterRequest.model_validate(
             {"username": args.username, "email": args.email, "password": password}
         )
         registration = users.Registration(args.username, args.email, password)
-        users.check_registration(
-            registration,
-            password_min_length=settings.password_min_length,
-            password_max_bytes=settings.password_max_bytes,
-        )
+        users.check_registration(registration, password_rules(settings))
         password_hash = _check_password(settings, password)
-        now = system_clock()
-        async with db.write() as session:
-            user = await users.create_user(
-                session, registration, password_hash, confirmed=not args.unconfirmed, now=now
-            )
-            await audit.record(session, Event.USER_CREATED, now=now, user_id=user.id, by="cli")
+        user = await admin.create_user(
+            registration, password_hash, confirmed=not args.unconfirmed, now=system_clock()
+        )
         print(json.dumps(user_payload(user)))
         return 0
 
@@ -187,13 +160,9 @@ def _user_create(args: argparse.Namespace) -> int:
 def _user_block(args: argparse.Namespace) -> int:
     blocked = args.action == "block"
 
-    async def work(_settings: Settings, db: Database) -> int:
-        user_id = await _user_id(db, args)
-        now = system_clock()
-        async with db.write() as session:
-            await accounts.set_blocked(session, user_id, blocked, now=now)
-            event = Event.USER_BLOCKED if blocked else Event.USER_UNBLOCKED
-            await audit.record(session, event, now=now, user_id=user_id, by="cli")
+    async def work(_settings: Settings, admin: AdminService) -> int:
+        user_id = await _user_id(admin, args)
+        await admin.set_blocked(user_id, blocked, now=system_clock())
         print(f"user {user_id} {'blocked (every session revoked)' if blocked else 'unblocked'}")
         return 0
 
@@ -201,23 +170,10 @@ def _user_block(args: argparse.Namespace) -> int:
 
 
 def _user_set_password(args: argparse.Namespace) -> int:
-    async def work(settings: Settings, db: Database) -> int:
-        user_id = await _user_id(db, args)
+    async def work(settings: Settings, admin: AdminService) -> int:
+        user_id = await _user_id(admin, args)
         password_hash = _check_password(settings, _read_password(args))
-        now = system_clock()
-        async with db.write() as session:
-            await accounts.replace_password(session, user_id, password_hash, now=now)
-            revoked = await sessions.revoke_user_sessions(
-                session, user_id, reason=Revocation.ADMIN, now=now
-            )
-            await audit.record(
-                session,
-                Event.PASSWORD_SET,
-                now=now,
-                user_id=user_id,
-                by="cli",
-                sessions_revoked=revoked,
-            )
+        revoked = await admin.set_password(user_id, password_hash, now=system_clock())
         print(f"password of user {user_id} set; {revoked} sessions revoked")
         return 0
 
@@ -225,21 +181,12 @@ def _user_set_password(args: argparse.Namespace) -> int:
 
 
 def _user_show(args: argparse.Namespace) -> int:
-    async def work(settings: Settings, db: Database) -> int:
-        user_id = await _user_id(db, args)
-        now = system_clock()
-        async with db.read() as session:
-            user = await session.get(User, user_id)
-            assert user is not None
-            live = await session.scalar(
-                select(func.count())
-                .select_from(Session)
-                .where(
-                    Session.user_id == user_id,
-                    sessions.session_is_live(now, access_ttl=settings.jwt_expires_in),
-                )
-            )
-        print(json.dumps({**user_payload(user), "liveSessions": int(live or 0)}, indent=2))
+    async def work(_settings: Settings, admin: AdminService) -> int:
+        ref = _user_ref(args)
+        assert ref is not None
+        user = await admin.find(ref)
+        live = await admin.live_sessions(user.id, now=system_clock())
+        print(json.dumps({**user_payload(user), "liveSessions": live}, indent=2))
         return 0
 
     return _run(work)
@@ -248,22 +195,12 @@ def _user_show(args: argparse.Namespace) -> int:
 def _user_collisions(_args: argparse.Namespace) -> int:
     """Accounts whose usernames or emails are one name in NFKC form (migration 0006 leaves them as they were)."""
 
-    async def work(_settings: Settings, db: Database) -> int:
-        async with db.read() as session:
-            rows = (
-                await session.execute(select(User.id, User.username, User.email).order_by(User.id))
-            ).all()
-        owners: dict[tuple[str, str], list[tuple[int, str, str]]] = defaultdict(list)
-        for user_id, username, email in rows:
-            owners[("username", users.normalize_username(username))].append(
-                (user_id, username, email)
-            )
-            owners[("email", users.normalize_email(email))].append((user_id, username, email))
-        shared = [(key, members) for key, members in owners.items() if len(members) > 1]
-        for (kind, name), members in shared:
-            listed = ", ".join(f"user {i} ({u!r}, {e!r})" for i, u, e in members)
-            print(f"{kind} {name!r}: {listed}")
-        if not shared:
+    async def work(_settings: Settings, admin: AdminService) -> int:
+        collisions = await admin.collisions()
+        for collision in collisions:
+            listed = ", ".join(f"user {i} ({u!r}, {e!r})" for i, u, e in collision.members)
+            print(f"{collision.kind} {collision.name!r}: {listed}")
+        if not collisions:
             print("no collisions")
         return 0
 
@@ -271,25 +208,20 @@ def _user_collisions(_args: argparse.Namespace) -> int:
 
 
 def _sessions_list(args: argparse.Namespace) -> int:
-    async def work(settings: Settings, db: Database) -> int:
-        user_id = await _user_id(db, args)
-        now = system_clock()
-        # The API's own definition of live, so both list the same sessions.
-        live = sessions.session_is_live(now, access_ttl=settings.jwt_expires_in)
-        async with db.read() as session:
-            query = select(Session, live).where(Session.user_id == user_id)
-            if not args.all:
-                query = query.where(live)
-            rows = (await session.execute(query.order_by(Session.last_active_at.desc()))).all()
-        for row, is_live in rows:
-            state = f"revoked ({row.revoked_reason})" if row.revoked_at else "live"
-            if not row.revoked_at and not is_live:
-                state = "expired"
+    async def work(_settings: Settings, admin: AdminService) -> int:
+        user_id = await _user_id(admin, args)
+        # The API's own definition of live (SESSION_LISTED), so both list the same sessions.
+        states = await admin.sessions(user_id, now=system_clock(), include_ended=args.all)
+        for state in states:
+            row = state.row
+            label = f"revoked ({row.revoked_reason})" if row.revoked_at else "live"
+            if not row.revoked_at and not state.listed:
+                label = "expired"
             print(
-                f"{row.id}  {state:<28} login {iso_ms(row.created_at)}  "
+                f"{row.id}  {label:<28} login {iso_ms(row.created_at)}  "
                 f"active {iso_ms(row.last_active_at)}  {row.ip or '-'}  {row.device_name or '-'}"
             )
-        if not rows:
+        if not states:
             print("no sessions")
         return 0
 
@@ -300,31 +232,10 @@ def _sessions_revoke(args: argparse.Namespace) -> int:
     if not args.all and not args.session:
         raise CommandError("name a session id, or --all")
 
-    async def work(_settings: Settings, db: Database) -> int:
-        user_id = await _user_id(db, args)
-        now = system_clock()
-        async with db.write() as session:
-            if args.all:
-                count = await sessions.revoke_user_sessions(
-                    session, user_id, reason=Revocation.ADMIN, now=now
-                )
-            else:
-                count = int(
-                    await sessions.revoke_session(
-                        session, args.session, reason=Revocation.ADMIN, now=now, user_id=user_id
-                    )
-                )
-            await audit.record(
-                session,
-                Event.SESSION_REVOKED,
-                now=now,
-                user_id=user_id,
-                session_id=None if args.all else args.session,
-                by="cli",
-                count=count,
-            )
-        if not args.all and not count:
-            raise CommandError(f"no live session {args.session!r} of user {user_id}")
+    async def work(_settings: Settings, admin: AdminService) -> int:
+        user_id = await _user_id(admin, args)
+        session_id = None if args.all else args.session
+        count = await admin.revoke_sessions(user_id, session_id, now=system_clock())
         print(f"{count} sessions revoked")
         return 0
 
@@ -332,11 +243,10 @@ def _sessions_revoke(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    async def work(_settings: Settings, db: Database) -> int:
-        user_id = await _user_id(db, args) if _names_a_user(args) else None
-        async with db.read() as session:
-            events = await audit.recent(session, user_id=user_id, limit=args.limit)
-        for event in events:
+    async def work(_settings: Settings, admin: AdminService) -> int:
+        ref = _user_ref(args)
+        user_id = (await admin.find(ref)).id if ref else None
+        for event in await admin.audit(user_id=user_id, limit=args.limit):
             record: dict[str, Any] = {
                 "at": iso_ms(event.at),
                 "event": event.event,
@@ -363,7 +273,7 @@ def _import_strapi(args: argparse.Namespace) -> int:
 
     from app.importer import StrapiSourceError, count_strapi_users, import_strapi
 
-    async def work(_settings: Settings, db: Database) -> int:
+    async def work(_settings: Settings, admin: AdminService) -> int:
         try:
             total = await count_strapi_users(args.source)
         except StrapiSourceError as exc:
@@ -371,7 +281,7 @@ def _import_strapi(args: argparse.Namespace) -> int:
         with tqdm(total=total, unit=" users", disable=args.quiet or None, file=sys.stderr) as bar:
             report = await import_strapi(
                 args.source,
-                db,
+                admin.store,
                 dry_run=args.dry_run,
                 batch_size=args.batch_size,
                 progress=bar.update,

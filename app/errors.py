@@ -113,6 +113,15 @@ class ServiceUnavailableError(AppError):
     default_message = "Service Unavailable"
 
 
+class DatabaseUnavailable(ServiceUnavailableError):
+    """The database cannot be reached, or (SQLite) is locked past the busy timeout by another process. Nothing was
+    half-written (the transaction was rolled back); the client should try again shortly."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(headers={"Retry-After": "1"})
+        self.reason = reason  # for the log, never for the client
+
+
 # Strapi's exact texts, in one place so routes, services and tests agree.
 INVALID_LOGIN = "Invalid identifier or password"
 NOT_CONFIRMED = "Your account email is not confirmed"

@@ -24,84 +24,44 @@ Each batch is one write transaction, so an interrupted import leaves whole batch
 
 from __future__ import annotations
 
-import contextlib
 import re
-import urllib.parse
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import (
-    Integer,
-    Row,
-    Table,
-    bindparam,
-    column,
-    func,
-    insert,
-    or_,
-    select,
-    table,
-    text,
-    update,
-)
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, create_async_engine
+from sqlalchemy import Row
 
-from app.db import Database, utc_ms
-from app.models import Session, User
+from app.db import utc_ms
 from app.services.sessions import Revocation
 from app.services.users import normalize_email, normalize_username
+from app.store import Store
+from app.store.importing import FIELDS, ImportTarget
+from app.store.strapi import (
+    StrapiSourceError,
+    count_strapi_users,
+    open_source,
+    source_batches,
+    source_engine_url,
+)
+
+__all__ = [
+    "ImportReport",
+    "StrapiSourceError",
+    "count_strapi_users",
+    "import_strapi",
+    "source_engine_url",
+]
 
 LOCAL = "local"
 # bcrypt as bcryptjs writes it: version, two-digit cost 04-31, 22 salt + 31 hash characters.
 BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
-# Values per IN list: well under SQLite's and asyncpg's bound-parameter limits whatever the batch size.
-_LOOKUP_CHUNK = 1000
-
-USERS = cast(Table, User.__table__)
-FIELDS = (
-    "document_id",
-    "username",
-    "email",
-    "provider",
-    "password_hash",
-    "confirmed",
-    "blocked",
-    "created_at",
-    "updated_at",
-    "published_at",
-)
 _LIMITS = {"document_id": 24, "username": 255, "email": 255}
 # As registration stores them, before the limits (NFKC may lengthen a name) and every comparison.
 _NORMALIZE: dict[str, Callable[[str], str]] = {
     "username": normalize_username,
     "email": normalize_email,
 }
-
-# The source, untyped where drivers disagree: SQLite returns 0/1 and epoch milliseconds, PostgreSQL booleans and
-# timestamps; the row mapping below accepts both. The plaintext token columns are deliberately not listed.
-UP_USERS = table(
-    "up_users",
-    column("id", Integer),
-    column("document_id"),
-    column("username"),
-    column("email"),
-    column("provider"),
-    column("password"),
-    column("confirmed"),
-    column("blocked"),
-    column("created_at"),
-    column("updated_at"),
-    column("published_at"),
-)
-
-
-class StrapiSourceError(Exception):
-    """The source cannot be read as a Strapi database (missing file, no ``up_users`` table, bad URL)."""
 
 
 @dataclass
@@ -139,47 +99,16 @@ class ImportReport:
         return "\n".join(lines)
 
 
-def source_engine_url(source_url: str) -> URL:
-    """The async URL to read the source with: a file path or ``sqlite:///...`` (opened read-only), or PostgreSQL."""
-    if source_url.startswith(("postgres://", "postgresql://", "postgresql+asyncpg://")):
-        url = make_url(source_url)
-        return url.set(drivername="postgresql+asyncpg")
-    if "://" in source_url:
-        url = make_url(source_url)
-        if url.get_backend_name() != "sqlite" or not url.database:
-            raise StrapiSourceError(
-                f"unsupported source {url.drivername!r}: give a SQLite file or PostgreSQL"
-            )
-        path = Path(url.database)
-    else:
-        path = Path(source_url)
-    path = path.expanduser().resolve()
-    if not path.is_file():
-        raise StrapiSourceError(f"no Strapi database at {path}")
-    # mode=ro: reading never creates, migrates or writes to Strapi's file.
-    return URL.create(
-        "sqlite+aiosqlite",
-        database="file:" + urllib.parse.quote(str(path)),
-        query={"mode": "ro", "uri": "true"},
-    )
-
-
-async def count_strapi_users(source_url: str) -> int:
-    """How many rows ``up_users`` holds (all providers): the total for a progress bar."""
-    async with _source(source_url) as conn:
-        return int(await _scalar(conn, select(func.count()).select_from(UP_USERS)))
-
-
 async def import_strapi(
     source_url: str,
-    db: Database,
+    store: Store,
     *,
     dry_run: bool = False,
     batch_size: int = 2000,
     progress: Callable[[int], object] | None = None,
     now: datetime,
 ) -> ImportReport:
-    """Import Strapi's ``up_users`` from ``source_url`` into ``db`` (see the module docstring for the rules).
+    """Import Strapi's ``up_users`` from ``source_url`` into ``store`` (see the module docstring for the rules).
 
     The source is read in keyset-paginated batches of ``batch_size`` ids; each batch is checked against the target
     with one lookup and written in one transaction with bulk statements. ``dry_run`` makes every check and count but
@@ -190,8 +119,8 @@ async def import_strapi(
         raise ValueError("batch_size must be at least 1")
     report = ImportReport(dry_run=dry_run)
     claims = _SourceClaims()
-    async with _source(source_url) as conn:
-        async for rows in _source_batches(conn, batch_size):
+    async with open_source(source_url) as conn:
+        async for rows in source_batches(conn, batch_size):
             candidates: list[dict[str, Any]] = []
             for row in rows:
                 report.read += 1
@@ -207,68 +136,15 @@ async def import_strapi(
                     continue
                 candidates.append(mapped)
             if candidates:
-                await _apply_batch(db, candidates, report, dry_run=dry_run, now=now)
+                await _apply_batch(store, candidates, report, dry_run=dry_run, now=now)
             if progress is not None:
                 progress(len(rows))
-    if report.created and not dry_run and not db.is_sqlite:
-        # Fresh statistics for the app's own queries on a table that may just have grown from nothing.
-        async with db.write() as session:
-            await session.execute(text("ANALYZE users"))
+    if report.created and not dry_run:
+        await ImportTarget(store.database, postgres=not store.database.is_sqlite).analyze()
     return report
 
 
 # --- the source -------------------------------------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def _source(source_url: str) -> AsyncIterator[AsyncConnection]:
-    url = source_engine_url(source_url)
-    engine = create_async_engine(url)
-    try:
-        try:
-            conn = await engine.connect()
-        except (DBAPIError, OSError) as exc:
-            raise StrapiSourceError(f"cannot open the Strapi database: {exc}") from exc
-        try:
-            if url.get_backend_name() == "postgresql":
-                # One read-only snapshot for the whole import: batches agree with each other even if Strapi
-                # still runs, and nothing can be written to Strapi's database by mistake.
-                await conn.execution_options(
-                    isolation_level="REPEATABLE READ", postgresql_readonly=True
-                )
-            yield conn
-        finally:
-            await conn.close()
-    finally:
-        await engine.dispose()
-
-
-async def _scalar(conn: AsyncConnection, statement: Any) -> Any:
-    try:
-        return await conn.scalar(statement)
-    except DBAPIError as exc:
-        raise StrapiSourceError(f"cannot read up_users: {exc.orig}") from exc
-
-
-async def _source_batches(
-    conn: AsyncConnection, batch_size: int
-) -> AsyncIterator[Sequence[Row[Any]]]:
-    """Rows ordered by id, ``batch_size`` at a time, each page starting after the last id of the one before."""
-    last_id: int | None = None
-    while True:
-        query = select(UP_USERS).order_by(UP_USERS.c.id).limit(batch_size)
-        if last_id is not None:
-            query = query.where(UP_USERS.c.id > last_id)
-        try:
-            rows = (await conn.execute(query)).all()
-        except DBAPIError as exc:
-            raise StrapiSourceError(f"cannot read up_users: {exc.orig}") from exc
-        if not rows:
-            return
-        yield rows
-        last_id = int(rows[-1].id)
-        if len(rows) < batch_size:
-            return
 
 
 def _timestamp(value: object) -> datetime | None:
@@ -350,30 +226,6 @@ class _SourceClaims:
 # --- the target -------------------------------------------------------------------------------------------------
 
 
-def _chunks(items: Sequence[dict[str, Any]], size: int) -> Iterable[Sequence[dict[str, Any]]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-async def _existing_rows(
-    session: AsyncSession, candidates: Sequence[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """Every user here that shares an id, username, email or documentId with a candidate."""
-    found: dict[int, dict[str, Any]] = {}
-    for chunk in _chunks(candidates, _LOOKUP_CHUNK):
-        query = select(USERS).where(
-            or_(
-                USERS.c.id.in_([v["id"] for v in chunk]),
-                USERS.c.username.in_([v["username"] for v in chunk]),
-                USERS.c.email.in_([v["email"] for v in chunk]),
-                USERS.c.document_id.in_([v["document_id"] for v in chunk]),
-            )
-        )
-        for row in (await session.execute(query)).mappings():
-            found[row["id"]] = dict(row)
-    return list(found.values())
-
-
 def _target_conflict(values: dict[str, Any], existing: list[dict[str, Any]]) -> str | None:
     for row in existing:
         if row["id"] == values["id"]:
@@ -440,72 +292,22 @@ def _plan(
     return plan
 
 
-_UPDATE_BY_ID = (
-    update(USERS)
-    .where(USERS.c.id == bindparam("match_id"))
-    .values({name: bindparam(f"new_{name}", type_=USERS.c[name].type) for name in FIELDS})
-)
-
-
-async def _write(session: AsyncSession, plan: _Plan, *, postgres: bool, now: datetime) -> None:
-    if plan.inserts:
-        await session.execute(insert(USERS), plan.inserts)
-    if plan.updates:
-        await session.execute(
-            _UPDATE_BY_ID,
-            [
-                {"match_id": v["id"], **{f"new_{name}": v[name] for name in FIELDS}}
-                for v in plan.updates
-            ],
-        )
-    for reason, user_ids in plan.revoke.items():
-        for start in range(0, len(user_ids), _LOOKUP_CHUNK):
-            await session.execute(
-                update(Session)
-                .where(
-                    Session.user_id.in_(user_ids[start : start + _LOOKUP_CHUNK]),
-                    Session.revoked_at.is_(None),
-                )
-                .values(revoked_at=now, revoked_reason=reason.value)
-                .execution_options(synchronize_session=False)
-            )
-    if postgres and plan.inserts:
-        # Explicit ids bypass the sequence: move it past them (never backwards) so registrations do not collide.
-        await session.execute(
-            text(
-                "SELECT setval(pg_get_serial_sequence('users', 'id'),"
-                " GREATEST((SELECT MAX(id) FROM users), nextval(pg_get_serial_sequence('users', 'id')) - 1))"
-            )
-        )
-
-
-# The lookup is one prepared statement reused for every batch. A generic plan made while the table was small (a
-# sequential scan) would stay cached as the import fills the table, until an ANALYZE: with 100 000 users that made a
-# re-import 30 times slower. Planning each lookup for its values (a few milliseconds) always uses the indexes.
-_CUSTOM_PLANS = text("SET LOCAL plan_cache_mode = force_custom_plan")
-
-
 async def _apply_batch(
-    db: Database,
+    store: Store,
     candidates: Sequence[dict[str, Any]],
     report: ImportReport,
     *,
     dry_run: bool,
     now: datetime,
 ) -> None:
-    postgres = not db.is_sqlite
-    if dry_run:
-        async with db.read() as session:
-            if postgres:
-                await session.execute(_CUSTOM_PLANS)
-            _plan(candidates, await _existing_rows(session, candidates), report)
-        return
-    async with db.write() as session:
-        if postgres:
-            await session.execute(_CUSTOM_PLANS)
-            # The checks and the writes must see the same table: hold off other writers (registrations, blocks)
-            # for the batch. Reads, logins' row locks included, go on. SQLite's writes are serialized already
-            # (BEGIN IMMEDIATE).
-            await session.execute(text("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE"))
-        plan = _plan(candidates, await _existing_rows(session, candidates), report)
-        await _write(session, plan, postgres=postgres, now=now)
+    """One batch, checked and written in one transaction (checked only, in a dry run)."""
+    async with store.transaction() as tx:
+        target = ImportTarget(tx.runner, postgres=not store.database.is_sqlite)
+        await target.begin_batch(writing=not dry_run)
+        plan = _plan(candidates, await target.related(candidates), report)
+        if dry_run:
+            return
+        await target.insert(plan.inserts)
+        await target.update(plan.updates)
+        for reason, user_ids in plan.revoke.items():
+            await target.revoke_sessions(user_ids, reason.value, now=now)

@@ -176,7 +176,7 @@ async def purge_once(runtime: Runtime) -> Purged:
     """One purge round inside the server: batches go through the hot path, beside the requests."""
     settings = runtime.settings
     return await purge_all(
-        runtime.hot.write_alone,
+        runtime.store.write_alone,
         now=runtime.clock(),
         access_ttl=settings.jwt_expires_in,
         audit_retention=settings.audit_retention,

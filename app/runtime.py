@@ -1,22 +1,27 @@
-"""Everything a request needs, built once per app from its settings and owned by the app's lifespan."""
+"""Everything a request needs, built once per app from its settings and owned by the app's lifespan: the store,
+and the services built on it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_network
 
 from app.api.ratelimit import RateLimiter
+from app.api.transport import TokenTransport
 from app.clock import Clock
-from app.db import Database
 from app.observability import Metrics
 from app.security.codes import derive_key
 from app.security.passwords import Argon2Params
+from app.services.accounts import AccountPolicy, AccountService
+from app.services.admin import AdminService
 from app.services.hashing import PasswordHasher
-from app.services.hotpath import HotPath, create_hot_path
 from app.services.mail import DisabledMailer, Mailer, SmtpConfig, Templates, build_mailer
-from app.services.sessions import Lifetimes
+from app.services.recovery import RecoveryPolicy, RecoveryService
+from app.services.sessions import Lifetimes, SessionService
 from app.services.tokens import TokenKeys
+from app.services.users import PasswordRules
 from app.settings import Settings
+from app.store import Store
 
 
 def argon2_params(settings: Settings) -> Argon2Params:
@@ -49,64 +54,128 @@ def mailer_for(settings: Settings) -> Mailer:
     return build_mailer(smtp, outbox=settings.mail_outbox)
 
 
+def password_rules(settings: Settings) -> PasswordRules:
+    return PasswordRules(settings.password_min_length, settings.password_max_bytes)
+
+
+def token_keys(settings: Settings) -> TokenKeys:
+    return TokenKeys(
+        access_key=settings.jwt_secret.get_secret_value(),
+        refresh_key=settings.refresh_jwt_secret.get_secret_value(),
+        algorithm=settings.jwt_algorithm,
+        access_ttl=settings.jwt_expires_in,
+    )
+
+
+def lifetimes(settings: Settings) -> Lifetimes:
+    return Lifetimes(
+        access=settings.jwt_expires_in,
+        refresh_idle=settings.refresh_token_expires_in,
+        session_max=settings.session_max_age,
+        reuse_grace=settings.refresh_token_reuse_grace,
+    )
+
+
+def password_hasher(settings: Settings, metrics: Metrics | None = None) -> PasswordHasher:
+    floor = settings.login_failure_floor_ms
+    return PasswordHasher(
+        argon2_params(settings),
+        workers=settings.hash_pool_size,
+        anonymous_limit=settings.hash_anonymous_limit,
+        observe=metrics.observe_password_hash if metrics else None,
+        floor=None if floor is None else floor / 1000,
+    )
+
+
+@dataclass
+class Services:
+    """The use cases, built once on one store: what routers and the command line call."""
+
+    store: Store
+    hasher: PasswordHasher
+    sessions: SessionService
+    accounts: AccountService
+    recovery: RecoveryService
+    admin: AdminService
+
+    @classmethod
+    def build(
+        cls, settings: Settings, store: Store, hasher: PasswordHasher, mailer: Mailer
+    ) -> Services:
+        rules = password_rules(settings)
+        sessions = SessionService(
+            store,
+            token_keys(settings),
+            lifetimes(settings),
+            rotate=settings.refresh_token_rotation,
+        )
+        recovery = RecoveryService(
+            store=store,
+            hasher=hasher,
+            sessions=sessions,
+            mailer=mailer,
+            # Loaded now, so a broken template stops the start, not the first email.
+            templates=Templates.load(settings.mail_templates),
+            policy=RecoveryPolicy(
+                reset_link_base=settings.reset_link_base,
+                confirmation_link_base=(
+                    f"{settings.public_url.rstrip('/')}/api/auth/email-confirmation"
+                ),
+                reset_ttl=settings.reset_password_ttl,
+                confirmation_ttl=settings.email_confirmation_ttl,
+                request_refresh_on_all=settings.request_refresh_on_all,
+                passwords=rules,
+            ),
+            code_key=derive_key(settings.jwt_secret.get_secret_value()),
+        )
+        policy = AccountPolicy(
+            email_confirmation=settings.email_confirmation,
+            request_refresh_on_all=settings.request_refresh_on_all,
+            passwords=rules,
+        )
+        return cls(
+            store=store,
+            hasher=hasher,
+            sessions=sessions,
+            accounts=AccountService(store, hasher, sessions, recovery, policy),
+            recovery=recovery,
+            admin=AdminService(store, access_ttl=settings.jwt_expires_in),
+        )
+
+    async def close(self) -> None:
+        await self.store.close()
+        self.hasher.close()
+
+
 @dataclass
 class Runtime:
     settings: Settings
     clock: Clock
     metrics: Metrics
-    db: Database
-    hot: HotPath
-    hasher: PasswordHasher
-    keys: TokenKeys
-    lifetimes: Lifetimes
+    services: Services
     limiter: RateLimiter
     trusted_proxies: list[IPv4Network | IPv6Network]
-    mailer: Mailer
-    templates: Templates
-    code_key: bytes = field(repr=False)
+    transport: TokenTransport
+
+    @property
+    def store(self) -> Store:
+        return self.services.store
 
     @classmethod
     def start(cls, settings: Settings, clock: Clock, metrics: Metrics | None = None) -> Runtime:
         metrics = metrics or Metrics()
-        db = Database(settings)
+        services = Services.build(
+            settings, Store.open(settings), password_hasher(settings, metrics), mailer_for(settings)
+        )
         return cls(
             settings=settings,
             clock=clock,
             metrics=metrics,
-            db=db,
-            hot=create_hot_path(settings, db.engine.dialect, db.write_gate),
-            hasher=PasswordHasher(
-                argon2_params(settings),
-                workers=settings.hash_pool_size,
-                anonymous_limit=settings.hash_anonymous_limit,
-                observe=metrics.observe_password_hash,
-                floor=(
-                    None
-                    if settings.login_failure_floor_ms is None
-                    else settings.login_failure_floor_ms / 1000
-                ),
-            ),
-            keys=TokenKeys(
-                access_key=settings.jwt_secret.get_secret_value(),
-                refresh_key=settings.refresh_jwt_secret.get_secret_value(),
-                algorithm=settings.jwt_algorithm,
-                access_ttl=settings.jwt_expires_in,
-            ),
-            lifetimes=Lifetimes(
-                access=settings.jwt_expires_in,
-                refresh_idle=settings.refresh_token_expires_in,
-                session_max=settings.session_max_age,
-                reuse_grace=settings.refresh_token_reuse_grace,
-            ),
+            services=services,
             limiter=RateLimiter(settings, clock=clock, metrics=metrics),
             trusted_proxies=[ip_network(p, strict=False) for p in settings.trusted_proxies],
-            mailer=mailer_for(settings),
-            # Loaded now, so a broken template stops the start, not the first email.
-            templates=Templates.load(settings.mail_templates),
-            code_key=derive_key(settings.jwt_secret.get_secret_value()),
+            transport=TokenTransport(settings, services.sessions.keys),
         )
 
     async def stop(self) -> None:
-        await self.hot.close()
-        await self.db.dispose()
-        self.hasher.close()
+        await self.services.close()

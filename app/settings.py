@@ -97,8 +97,8 @@ class Settings(DatabaseSettings):
     )
 
     environment: Literal["development", "production", "test"] = "development"
+    # The process's one PostgreSQL pool: connections for requests (one more is kept for housekeeping batches).
     db_pool_size: int = Field(default=20, ge=1, le=500)
-    db_max_overflow: int = Field(default=10, ge=0, le=500)
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
 
     jwt_secret: SecretStr = SecretStr("")

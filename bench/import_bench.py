@@ -33,16 +33,14 @@ import bcrypt
 import sqlalchemy
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import func, select
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.db import Database  # noqa: E402
 from app.importer import ImportReport, import_strapi  # noqa: E402
-from app.models import User  # noqa: E402
 from app.settings import Settings  # noqa: E402
+from app.store import Store  # noqa: E402
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -163,7 +161,7 @@ async def timed_import(
     target: str,
     run: str,
     source: Path,
-    db: Database,
+    db: Store,
     *,
     batch_size: int,
     users: int,
@@ -189,7 +187,7 @@ async def bench_target(
     target: str, database_url: str, source: Path, users: int, batch_size: int, show_progress: bool
 ) -> list[Run]:
     await asyncio.to_thread(migrate, database_url)
-    db = Database(bench_settings(database_url))
+    db = Store.open(bench_settings(database_url))
     runs: list[Run] = []
     try:
         for run, dry_run in (
@@ -212,10 +210,9 @@ async def bench_target(
                     show_progress=show_progress,
                 )
             )
-        async with db.read() as session:
-            stored = int(await session.scalar(select(func.count()).select_from(User)) or 0)
+        stored = len(await db.users.names())
     finally:
-        await db.dispose()
+        await db.close()
     first, again, changed, dry = (run.report for run in runs)
     assert (first.created, first.conflicts) == (users, []), first.summary()
     assert (again.unchanged, again.updated, again.created) == (users, 0, 0), again.summary()

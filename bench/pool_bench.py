@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from app.services.hotpath import (
+from app.store.postgres import (
     COMMAND_TIMEOUT_S,
     CONNECT_TIMEOUT_S,
     IDLE_LIFETIME_S,
@@ -80,7 +80,7 @@ async def main(dsn: str, rounds: int) -> None:
 
     pools = {
         "asyncpg pool behind an asyncio.Semaphore (before)": through_asyncpg,
-        "FairPool (app/services/hotpath.py)": through_fair_pool,
+        "FairPool (app/store/postgres.py)": through_fair_pool,
     }
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in pools}
     try:

@@ -1,4 +1,4 @@
-"""The PostgreSQL hot path's connection pool, against the real server: connections are reused, bounded, replaced
+"""The PostgreSQL store's connection pool, against the real server: connections are reused, bounded, replaced
 when they fail or idle out, and never handed back in an unknown state."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import asyncio
 import asyncpg
 import pytest
 
-from app.services.hotpath import IDLE_LIFETIME_S, DatabaseUnavailable, FairPool
+from app.errors import DatabaseUnavailable
+from app.store.postgres import IDLE_LIFETIME_S, FairPool
 from tests.support import asyncpg_dsn
 
 

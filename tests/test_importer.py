@@ -17,7 +17,6 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.db import Database
 from app.importer import (
     ImportReport,
     StrapiSourceError,
@@ -27,6 +26,7 @@ from app.importer import (
 )
 from app.models import Session, User
 from app.settings import Settings
+from app.store import Store
 from tests.api.helpers import bearer, error_of, login, register
 from tests.conftest import Harness
 from tests.support import (
@@ -86,11 +86,11 @@ def source(tmp_path: Path) -> Path:
 async def _import(
     settings: Settings, source_url: str | Path, *, now: datetime = T0, **options: Any
 ) -> ImportReport:
-    db = Database(settings)
+    store = Store.open(settings)
     try:
-        return await import_strapi(str(source_url), db, now=now, **options)
+        return await import_strapi(str(source_url), store, now=now, **options)
     finally:
-        await db.dispose()
+        await store.close()
 
 
 async def _users(database_url: str) -> list[dict[str, Any]]:

@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.db import Database
 from app.importer import import_strapi
 from app.models import User
 from app.settings import Settings
+from app.store import Store
 from tests.api.helpers import PASSWORD, error_of, login, register
 from tests.cli_support import run_cli
 from tests.support import (
@@ -123,11 +123,11 @@ async def test_the_importer_compares_nfkc(
         db.commit()
     finally:
         db.close()
-    target = Database(settings)
+    target = Store.open(settings)
     try:
         report = await import_strapi(str(source), target, now=T0)
     finally:
-        await target.dispose()
+        await target.close()
     reasons = dict(report.conflicts)
     assert set(reasons) == {21, 23}
     assert reasons[21] == f"duplicate username {NFC!r} in the source (user 20 keeps it)"

@@ -10,10 +10,10 @@ from fastapi import Depends, Request
 
 from app.api import ratelimit, transport
 from app.errors import ForbiddenError
-from app.models.user import UserRecord
 from app.runtime import Runtime
-from app.services import sessions, tokens
+from app.services import tokens
 from app.services.client import Client
+from app.store import UserRecord
 
 
 # Every dependency is `async def`: FastAPI runs plain `def` dependencies in a thread pool, a thread hop per
@@ -56,9 +56,8 @@ async def get_principal(request: Request, runtime: RuntimeDep, now: Now) -> Prin
     token = transport.bearer_token(request)
     if token is None:
         raise ForbiddenError()
-    claims = tokens.read_access_token(runtime.keys, token, now=now)
-    user = await sessions.authenticated_user(
-        runtime.hot,
+    claims = tokens.read_access_token(runtime.transport.keys, token, now=now)
+    user = await runtime.services.sessions.authenticated_user(
         claims.user_id,
         claims.session_id,
         now=now,

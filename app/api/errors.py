@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from app.errors import (
     AppError,
+    DatabaseUnavailable,
     ForbiddenError,
     InternalServerError,
     MethodNotAllowedError,
@@ -28,7 +29,7 @@ from app.errors import (
     UnauthorizedError,
     ValidationError,
 )
-from app.services.hotpath import UNAVAILABLE_SQLSTATES, DatabaseUnavailable
+from app.store.postgres import UNAVAILABLE_SQLSTATES
 
 logger = logging.getLogger("refreshd.errors")
 
@@ -238,7 +239,7 @@ def install(app: FastAPI) -> None:
         OSError,
     ):
         app.add_exception_handler(unavailable, _database_unavailable)
-    # The hot path's own translation of driver outages (app.services.hotpath).
+    # The store's translation of driver outages (app.store).
     app.add_exception_handler(DatabaseUnavailable, _database_unavailable)
     app.add_exception_handler(DBAPIError, _dbapi_error)
     app.add_exception_handler(Exception, _crash)

@@ -11,14 +11,13 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from app.errors import ForbiddenError
-from app.models import User
-from app.models.user import UserRecord
-from app.runtime import Runtime
 from app.schemas.common import user_payload
 from app.services import tokens
 from app.services.client import Client
 from app.services.sessions import RefreshToken
+from app.services.tokens import TokenKeys
 from app.settings import Settings, cookie_domain
+from app.store import UserRecord
 
 COOKIE_PATH = "/api/auth"
 # RFC 6749 §5.1: a response carrying a token or account data must not be kept by any cache (Pragma for HTTP/1.0
@@ -138,21 +137,6 @@ def token_response(
     return response
 
 
-def signed_in(
-    runtime: Runtime,
-    user: User | UserRecord,
-    session_id: str,
-    refresh: RefreshToken | None,
-    *,
-    now: datetime,
-) -> JSONResponse:
-    """``{jwt, user}`` for a session, with its refresh token in the body or the cookie."""
-    jwt = tokens.issue_access_token(runtime.keys, user_id=user.id, session_id=session_id, now=now)
-    return token_response(
-        runtime.settings, {"jwt": jwt, "user": user_payload(user)}, refresh, now=now
-    )
-
-
 def set_refresh_cookie(
     response: JSONResponse, settings: Settings, refresh: RefreshToken, *, now: datetime
 ) -> None:
@@ -177,3 +161,39 @@ def clear_refresh_cookie(response: JSONResponse, settings: Settings) -> None:
         httponly=True,
         samesite=settings.cookie_samesite,
     )
+
+
+class TokenTransport:
+    """How tokens travel, chosen once from the settings: the refresh token in the JSON body, or in cookie mode
+    (``COOKIE_RESPONSE``) in an HttpOnly cookie, read back from it first. Access tokens always go in the body."""
+
+    def __init__(self, settings: Settings, keys: TokenKeys) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.cookie = settings.cookie_response
+
+    def signed_in(
+        self, user: UserRecord, session_id: str, refresh: RefreshToken | None, *, now: datetime
+    ) -> JSONResponse:
+        """``{jwt, user}`` for a session, with its refresh token in the body or the cookie."""
+        jwt = tokens.issue_access_token(self.keys, user_id=user.id, session_id=session_id, now=now)
+        return self.tokens({"jwt": jwt, "user": user_payload(user)}, refresh, now=now)
+
+    def tokens(
+        self, payload: dict[str, Any], refresh: RefreshToken | None, *, now: datetime
+    ) -> JSONResponse:
+        return token_response(self.settings, payload, refresh, now=now)
+
+    def presented(self, request: Request, body_token: object) -> tuple[str | None, bool]:
+        """The refresh token a request presents, and whether it came from the cookie (which must then come from
+        one of our origins: checked here)."""
+        token, from_cookie = refresh_token_of(request, self.settings, body_token)
+        if from_cookie:
+            refuse_cross_site(request, self.settings)
+        return token, from_cookie
+
+    def logged_out(self, *, clear: bool = True) -> JSONResponse:
+        response = JSONResponse({"ok": True})
+        if self.cookie and clear:
+            clear_refresh_cookie(response, self.settings)
+        return response

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Boolean, Integer, String, false
@@ -26,20 +25,3 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     published_at: Mapped[datetime] = mapped_column(UTCDateTime)
-
-
-@dataclass(frozen=True, slots=True)
-class UserRecord:
-    """A user row as the hot path reads it, without the ORM (see ``app.services.hotpath``)."""
-
-    id: int
-    document_id: str
-    username: str
-    email: str
-    provider: str
-    password_hash: str | None
-    confirmed: bool
-    blocked: bool
-    created_at: datetime
-    updated_at: datetime
-    published_at: datetime

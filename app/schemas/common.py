@@ -7,8 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.models import User
-from app.models.user import UserRecord
+from app.store.records import UserRecord
 
 
 class ErrorItem(BaseModel):
@@ -58,7 +57,7 @@ def iso_ms(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
-def user_payload(user: User | UserRecord) -> dict[str, Any]:
+def user_payload(user: UserRecord) -> dict[str, Any]:
     return {
         "id": user.id,
         "documentId": user.document_id,

@@ -1,132 +1,247 @@
-"""Account lifecycle: one-time codes for password reset and email confirmation, and blocking.
+"""The account use cases of the public API: register, log in, change the password.
 
-Codes are single use (consumed by one conditional UPDATE), expire, and a new code for the same purpose retires
-the previous one.
+Each takes plain values and the current time, runs its writes in one transaction of the store it was built with,
+and returns a small result for the transport to render; failures are ``app.errors`` raised before or inside the
+transaction (which then rolls back whole).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from enum import StrEnum
+import logging
+from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from app.errors import (
+    BLOCKED,
+    CURRENT_PASSWORD_INVALID,
+    INVALID_LOGIN,
+    NOT_CONFIRMED,
+    TAKEN,
+    AppError,
+    ApplicationError,
+    ValidationError,
+)
+from app.models.audit import Event
+from app.services import users
+from app.services.client import Client
+from app.services.hashing import PasswordHasher
+from app.services.mail import MailError
+from app.services.recovery import RecoveryService
+from app.services.sessions import RefreshToken, Revocation, SessionService, Started
+from app.store import Conflict, Repositories, Store, UserRecord
 
-from app.db import utc_ms
-from app.models import AccountToken, User
-from app.security import codes
-from app.services.sessions import Revocation, revoke_user_sessions
-from app.services.users import LOCAL
+logger = logging.getLogger("refreshd.accounts")
+CONFIRMATION_NOT_SENT = "Error sending confirmation email"
+
+# A refused login's reason, as the audit trail and the metrics record it.
+LOGIN_FAILURES = {
+    INVALID_LOGIN: "invalid_credentials",
+    BLOCKED: "blocked",
+    NOT_CONFIRMED: "unconfirmed",
+}
 
 
-class Purpose(StrEnum):
-    RESET_PASSWORD = "reset_password"  # noqa: S105 - a purpose, not a secret
-    CONFIRM_EMAIL = "email_confirmation"
+def login_failure(exc: AppError) -> str:
+    return LOGIN_FAILURES.get(exc.message, "invalid_credentials")
 
 
-async def find_local_user_by_email(session: AsyncSession, email: str) -> User | None:
-    query = select(User).where(User.provider == LOCAL, User.email == email.lower()).limit(1)
-    return (await session.scalars(query)).first()
+@dataclass(frozen=True)
+class AccountPolicy:
+    """What the settings decide for these use cases."""
+
+    email_confirmation: bool
+    request_refresh_on_all: bool
+    passwords: users.PasswordRules
 
 
-async def issue_code(
-    session: AsyncSession,
-    key: bytes,
-    user_id: int,
-    purpose: Purpose,
+@dataclass(frozen=True)
+class SignedIn:
+    user: UserRecord
+    session_id: str
+    refresh: RefreshToken | None
+
+
+@dataclass(frozen=True)
+class Registered:
+    user: UserRecord
+    signed_in: SignedIn | None  # None: a confirmation email went out instead
+
+
+@dataclass(frozen=True)
+class PasswordChanged:
+    signed_in: SignedIn
+    sessions_revoked: int
+
+
+async def create_account(
+    repos: Repositories,
+    reg: users.Registration,
+    password_hash: str,
     *,
+    confirmed: bool,
     now: datetime,
-    ttl: timedelta,
-) -> str:
-    """A fresh code; any earlier unused code of the same purpose stops working."""
-    await session.execute(
-        delete(AccountToken)
-        .where(
-            AccountToken.user_id == user_id,
-            AccountToken.purpose == purpose.value,
-            AccountToken.used_at.is_(None),
+) -> UserRecord:
+    """Insert a local account, unless its username or email is taken (checked again here, and the unique indexes
+    decide a race: the loser's transaction rolls back whole)."""
+    values = users.new_user_values(reg, password_hash, confirmed=confirmed, now=now)
+    if await repos.users.taken(values["username"], values["email"]):
+        raise ApplicationError(TAKEN)
+    try:
+        return await repos.users.create(values)
+    except Conflict:
+        raise ApplicationError(TAKEN) from None
+
+
+class AccountService:
+    def __init__(
+        self,
+        store: Store,
+        hasher: PasswordHasher,
+        sessions: SessionService,
+        recovery: RecoveryService,
+        policy: AccountPolicy,
+    ) -> None:
+        self.store = store
+        self.hasher = hasher
+        self.sessions = sessions
+        self.recovery = recovery
+        self.policy = policy
+
+    async def register(
+        self, reg: users.Registration, client: Client, *, now: datetime
+    ) -> Registered:
+        """Create the account and start a session, or, with EMAIL_CONFIRMATION on, mail a confirmation link."""
+        users.check_registration(reg, self.policy.passwords)
+        # Refuse a taken name before paying for a hash. One turn of the anonymous hashing cap covers the look-up
+        # too: a flood holds as many database connections as hashing threads, not one each.
+        async with self.hasher.anonymous_turn():
+            username, email = (
+                users.normalize_username(reg.username),
+                users.normalize_email(reg.email),
+            )
+            if await self.store.users.taken(username, email):
+                raise ApplicationError(TAKEN)
+            password_hash = await self.hasher.hash(reg.password, anonymous=True)
+        confirm = self.policy.email_confirmation
+        async with self.store.transaction() as tx:
+            user = await create_account(tx, reg, password_hash, confirmed=not confirm, now=now)
+            await tx.audit.record(
+                Event.REGISTERED,
+                now=now,
+                user_id=user.id,
+                ip=client.ip,
+                user_agent=client.short_user_agent,
+            )
+            started = None
+            if not confirm:
+                started = await self._start(tx, user, password_hash, client, now=now)
+        if started is not None:
+            return Registered(user, SignedIn(user, started.session_id, started.refresh))
+        # The account is committed before the email goes: a failed send loses nothing, and
+        # send-email-confirmation can try again.
+        try:
+            await self.recovery.send_confirmation(user, now=now)
+        except MailError as exc:
+            logger.error("confirmation email for new user %s not delivered: %s", user.id, exc)
+            raise ApplicationError(CONFIRMATION_NOT_SENT) from None
+        return Registered(user, None)
+
+    async def _start(
+        self,
+        repos: Repositories,
+        user: UserRecord,
+        verified_hash: str,
+        client: Client,
+        *,
+        now: datetime,
+    ) -> Started:
+        started = await self.sessions.start(
+            repos,
+            user.id,
+            verified_hash,
+            client,
+            now=now,
+            with_refresh=self.policy.request_refresh_on_all,
+            audited=False,
         )
-        .execution_options(synchronize_session=False)
-    )
-    code = codes.new_code()
-    session.add(
-        AccountToken(
-            user_id=user_id,
-            purpose=purpose.value,
-            token_hash=codes.hash_code(key, code),
-            created_at=now,
-            expires_at=now + ttl,
+        assert started is not None  # the transaction wrote this account's hash itself
+        return started
+
+    async def login(
+        self, identifier: str, password: str, client: Client, *, now: datetime, with_refresh: bool
+    ) -> SignedIn:
+        """Check the credentials and start a session. ``identifier`` is an email (any case) or a username, in
+        NFKC form. A refusal is audited, then raised."""
+        candidate = await self.store.users.login_candidate(users.LOCAL, identifier)
+        try:
+            user, upgraded_hash = await users.check_credentials(
+                self.hasher,
+                candidate,
+                password,
+                email_confirmation=self.policy.email_confirmation,
+            )
+        except AppError as exc:
+            await self.store.audit.record(
+                Event.LOGIN_FAILED,
+                now=now,
+                user_id=candidate.id if candidate else None,
+                ip=client.ip,
+                user_agent=client.short_user_agent,
+                reason=login_failure(exc),
+            )
+            raise
+        verified_hash = user.password_hash or ""
+        started = await self.sessions.start(
+            self.store,
+            user.id,
+            verified_hash,
+            client,
+            now=now,
+            with_refresh=with_refresh or self.policy.request_refresh_on_all,
+            audited=True,
         )
-    )
-    await session.flush()
-    return code
+        if started is None:
+            raise ValidationError(
+                INVALID_LOGIN
+            )  # changed or blocked while the password was checked
+        if upgraded_hash:
+            # A Strapi (bcrypt) hash, re-hashed with argon2 now that the password is known; conditional on the
+            # verified hash, so a concurrent change wins.
+            await self.store.users.upgrade_hash(user.id, verified_hash, upgraded_hash)
+        return SignedIn(user, started.session_id, started.refresh)
 
-
-async def code_is_valid(
-    session: AsyncSession, key: bytes, code: str, purpose: Purpose, *, now: datetime
-) -> bool:
-    if not code or len(code) > codes.MAX_CODE_LENGTH:
-        return False
-    query = select(AccountToken.id).where(
-        AccountToken.token_hash == codes.hash_code(key, code),
-        AccountToken.purpose == purpose.value,
-        AccountToken.used_at.is_(None),
-        AccountToken.expires_at > now,
-    )
-    return (await session.scalar(query)) is not None
-
-
-async def consume_code(
-    session: AsyncSession, key: bytes, code: str, purpose: Purpose, *, now: datetime
-) -> int | None:
-    """The user a valid code belongs to, marking it used; None for an unknown, used or expired code."""
-    if not code or len(code) > codes.MAX_CODE_LENGTH:
-        return None
-    statement = (
-        update(AccountToken)
-        .where(
-            AccountToken.token_hash == codes.hash_code(key, code),
-            AccountToken.purpose == purpose.value,
-            AccountToken.used_at.is_(None),
-            AccountToken.expires_at > now,
+    async def change_password(
+        self,
+        user: UserRecord,
+        session_id: str,
+        current_password: str,
+        new_password: str,
+        client: Client,
+        *,
+        now: datetime,
+    ) -> PasswordChanged:
+        """Every other session of the user is revoked; this one gets fresh refresh-token material if it has
+        any."""
+        new_hash = await users.prepare_password_change(
+            self.hasher, user, current_password, new_password, self.policy.passwords
         )
-        .values(used_at=now)
-        .returning(AccountToken.user_id)
-        .execution_options(synchronize_session=False)
-    )
-    return (await session.execute(statement)).scalar_one_or_none()
-
-
-async def confirm_email(session: AsyncSession, user_id: int, *, now: datetime) -> None:
-    await session.execute(
-        update(User)
-        .where(User.id == user_id)
-        .values(confirmed=True, updated_at=utc_ms(now))
-        .execution_options(synchronize_session=False)
-    )
-
-
-async def replace_password(
-    session: AsyncSession, user_id: int, new_hash: str, *, now: datetime
-) -> User | None:
-    statement = (
-        update(User)
-        .where(User.id == user_id)
-        .values(password_hash=new_hash, updated_at=utc_ms(now))
-        .returning(User)
-        .execution_options(synchronize_session=False)
-    )
-    return (await session.scalars(statement)).first()
-
-
-async def set_blocked(session: AsyncSession, user_id: int, blocked: bool, *, now: datetime) -> bool:
-    """Block or unblock; blocking also revokes every session of the user at once."""
-    result = await session.execute(
-        update(User)
-        .where(User.id == user_id)
-        .values(blocked=blocked, updated_at=utc_ms(now))
-        .execution_options(synchronize_session=False)
-    )
-    if blocked:
-        await revoke_user_sessions(session, user_id, reason=Revocation.BLOCKED, now=now)
-    return bool(getattr(result, "rowcount", 0))
+        async with self.store.transaction() as tx:
+            changed = await tx.users.set_password(user.id, user.password_hash, new_hash, now=now)
+            if changed is None:
+                raise ValidationError(CURRENT_PASSWORD_INVALID)  # changed by someone else meanwhile
+            revoked = await tx.sessions.revoke_all(
+                user.id, reason=Revocation.PASSWORD_CHANGED.value, now=now, keep=session_id
+            )
+            await tx.audit.record(
+                Event.PASSWORD_CHANGED,
+                now=now,
+                user_id=user.id,
+                session_id=session_id,
+                ip=client.ip,
+                user_agent=client.short_user_agent,
+                sessions_revoked=revoked,
+            )
+            refresh = await self.sessions.renew_after_password_change(
+                tx, user.id, session_id, now=now
+            )
+        return PasswordChanged(SignedIn(changed, session_id, refresh), revoked)

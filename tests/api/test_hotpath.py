@@ -1,5 +1,5 @@
-"""The hot path (refresh and the signed-in user on the driver directly): same answers, same audit rows, and on
-SQLite a lock held by another process is waited out off the event loop."""
+"""The store on the driver directly (refresh and the signed-in user, compiled once): same answers, same audit rows,
+and on SQLite a lock held by another process is waited out off the event loop."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import re
 import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import httpx
 import pytest
@@ -15,8 +16,11 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.models import AuditEvent, Session
-from app.services import hotpath
 from app.settings import Settings
+from app.store import compiled, sessions
+from app.store import sqlite as store_sqlite
+from app.store.postgres import PostgresDatabase
+from app.store.sqlite import SqliteDatabase
 from tests.api.helpers import bearer, error_of, login, register
 from tests.conftest import Harness
 from tests.support import FakeClock
@@ -111,19 +115,31 @@ async def test_sqlite_lock_held_past_the_busy_timeout_is_a_503(
 
 
 def test_sqlite_times_use_sqlalchemys_storage_format_and_read_back_as_utc() -> None:
-    moment = datetime(2026, 11, 28, 4, 5, 6, 7000, tzinfo=UTC)
-    assert hotpath.sqlite_time(moment) == "2026-11-28 04:05:06.007000"
-    # Another zone is stored as the same UTC instant.
-    assert hotpath.sqlite_time(moment.astimezone(timezone(timedelta(hours=2)))) == (
-        "2026-11-28 04:05:06.007000"
+    from sqlalchemy import select
+
+    from app.store.tables import NOW, SESSIONS
+
+    lite = engine_dialect("sqlite+aiosqlite:///x.db")
+    statement = compiled.Compiled.of(
+        select(SESSIONS.c.rotated_at).where(SESSIONS.c.rotated_at == NOW), lite
     )
-    assert hotpath.sqlite_datetime("2026-11-28 04:05:06.007000") == moment
+    moment = datetime(2026, 11, 28, 4, 5, 6, 7000, tzinfo=UTC)
+    assert statement.args({"now_": moment}) == ["2026-11-28 04:05:06.007000"]
+    # Another zone is stored as the same UTC instant.
+    assert statement.args({"now_": moment.astimezone(timezone(timedelta(hours=2)))}) == [
+        "2026-11-28 04:05:06.007000"
+    ]
+    assert statement.row(("2026-11-28 04:05:06.007000",)) == {"rotated_at": moment}
+
+
+def engine_dialect(url: str) -> Any:
+    from sqlalchemy.ext.asyncio import create_async_engine as engine_for
+
+    return engine_for(url).dialect
 
 
 def test_compiled_statements_bind_every_parameter_in_the_drivers_order() -> None:
-    from sqlalchemy.ext.asyncio import create_async_engine as engine_for
-
-    query = hotpath.RefreshQuery(
+    query = sessions.RefreshQuery(
         session_id="s" * 32,
         user_id=7,
         generation=3,
@@ -134,16 +150,16 @@ def test_compiled_statements_bind_every_parameter_in_the_drivers_order() -> None
         user_agent="curl/8",
     )
     values = query.values(rotated=True)
-    postgres = hotpath.Compiled.of(
-        hotpath._ROTATE, engine_for("postgresql+asyncpg://x@h/d").dialect
-    )
-    lite = hotpath.Compiled.of(hotpath._ROTATE, engine_for("sqlite+aiosqlite:///x.db").dialect)
+    postgres = compiled.Compiled.of(sessions._ROTATE, engine_dialect("postgresql+asyncpg://x@h/d"))
+    lite = compiled.Compiled.of(sessions._ROTATE, engine_dialect("sqlite+aiosqlite:///x.db"))
     # PostgreSQL numbers each parameter once ($n); SQLite repeats "?" per use.
     numbers = {int(n) for n in re.findall(r"\$(\d+)", postgres.sql)}
     assert numbers == set(range(1, len(postgres.names) + 1))
     assert lite.sql.count("?") == len(lite.args(values))
     assert postgres.args(values)[postgres.names.index("generation_1")] == 1
-    assert lite.args(values).count(7) == 2  # the session's user, and the not-blocked check
+    assert (
+        lite.args(values).count(7) == 1
+    )  # the session's user (the not-blocked check reads its row's)
     with pytest.raises(KeyError):
         lite.args({})
 
@@ -161,10 +177,10 @@ async def test_a_checkpoint_round_lets_the_log_start_over_despite_writes_during_
     job, the log is never fully copied, never starts over, and grows without bound. The FULL pass runs in a thread
     when another process wrote much of the log between the passive ones: it must finish the job there too."""
     if full_pass == "in a thread":
-        monkeypatch.setattr(hotpath, "OTHER_WRITER_FRAMES", -1)
+        monkeypatch.setattr(store_sqlite, "OTHER_WRITER_FRAMES", -1)
     client = await harness.client(settings.model_copy(update={"refresh_token_rotation": False}))
-    hot = harness.apps[-1].state.runtime.hot
-    assert isinstance(hot, hotpath.SqliteHotPath)
+    hot = harness.apps[-1].state.runtime.store.database
+    assert isinstance(hot, SqliteDatabase)
     hot.checkpoint_every = 10**9  # rounds only when this test runs one
     await register(client)
     token = (await login(client, requestRefresh=True)).json()["refreshToken"]
@@ -220,8 +236,8 @@ async def test_a_purge_batch_counts_its_rows_toward_the_next_checkpoint(
     """A batch of deletes appends as much to the log as many requests: counted as one commit, a purge of a
     million sessions would run ten thousand batches between two checkpoint rounds, gigabytes of log."""
     client = await harness.client(settings)
-    hot = harness.apps[-1].state.runtime.hot
-    assert isinstance(hot, hotpath.SqliteHotPath)
+    hot = harness.apps[-1].state.runtime.store.database
+    assert isinstance(hot, SqliteDatabase)
     await register(client)
     hot.checkpoint_every = 10**9
     for _ in range(9):
@@ -248,8 +264,8 @@ async def test_a_purge_batch_waits_for_the_checkpoint_round_in_progress(
     """A batch written during a round lands in the log between its passes: the last one, which holds the write
     gate, would have to copy the batch's pages while every request's write waits."""
     client = await harness.client(settings)
-    hot = harness.apps[-1].state.runtime.hot
-    assert isinstance(hot, hotpath.SqliteHotPath)
+    hot = harness.apps[-1].state.runtime.store.database
+    assert isinstance(hot, SqliteDatabase)
     hot.checkpoint_every = 10**9
     await register(client)
     assert (await login(client)).status_code == 200
@@ -286,20 +302,20 @@ async def test_a_postgresql_purge_batch_does_not_queue_behind_the_requests(
     """Batches run on a connection of their own: with every request connection's turn taken (a saturated server),
     a batch still runs at once instead of waiting its turn behind each queued request."""
     client = await harness.client(settings)
-    hot = harness.apps[-1].state.runtime.hot
-    assert isinstance(hot, hotpath.PostgresHotPath)
+    hot = harness.apps[-1].state.runtime.store.database
+    assert isinstance(hot, PostgresDatabase)
     await register(client)
     assert (await login(client)).status_code == 200
     clock.advance(timedelta(hours=1))  # the access-only sessions are over
     for _ in range(settings.db_pool_size):
-        await hot._pool._turns.acquire()
+        await hot.pool._turns["requests"].acquire()
     try:
         deleted = await asyncio.wait_for(
             hot.write_alone(delete(Session).where(Session.expires_at <= clock.now)), timeout=30
         )
     finally:
         for _ in range(settings.db_pool_size):
-            hot._pool._turns.release()
+            hot.pool._turns["requests"].release()
     assert deleted == 2  # registering's and logging in's access-only sessions
     assert (await login(client)).status_code == 200  # the requests' turns work as before
 

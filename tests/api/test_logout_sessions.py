@@ -451,8 +451,9 @@ async def test_a_login_in_flight_does_not_survive_a_password_change(
     client = await harness.client(settings)
     owner = (await register(client))["jwt"]
     runtime: Runtime = harness.apps[-1].state.runtime
-    gate = GatedHasher(runtime.hasher)
-    runtime.hasher = gate  # type: ignore[assignment]
+    accounts = runtime.services.accounts
+    gate = GatedHasher(accounts.hasher)
+    accounts.hasher = gate  # type: ignore[assignment]
     attacker = asyncio.create_task(login(client, requestRefresh=True))
     await gate.entered.wait()  # the attacker's old password has just been verified
     changed = await client.post(

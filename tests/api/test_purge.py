@@ -9,35 +9,39 @@ import httpx
 import pytest
 from jose import jwt as jose_jwt
 from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from app.db import Database
 from app.models import Session
-from app.services.purge import Writer, batch_ids, dead_sessions, purge_sessions
+from app.services.purge import Writer, purge_sessions
 from app.settings import Settings
+from app.store import Store
+from app.store.housekeeping import batch_ids
+from app.store.predicates import dead
+from app.store.tables import SESSIONS
 from tests.api.helpers import bearer, login, register
 from tests.conftest import Harness
 from tests.support import FakeClock
 
 
-async def _count(db: Database) -> int:
-    async with db.read() as session:
-        return int(await session.scalar(select(func.count()).select_from(Session)) or 0)
+async def _count(db: AsyncEngine) -> int:
+    async with db.connect() as connection:
+        return int(await connection.scalar(select(func.count()).select_from(Session)) or 0)
 
 
 @pytest.fixture(params=["job", "server"])
 async def write(
     request: pytest.FixtureRequest, harness: Harness, client: httpx.AsyncClient, settings: Settings
 ) -> AsyncIterator[Writer]:
-    """How a purge commits its batches: on a Database of its own (``refreshd purge``), or on the running server's
+    """How a purge commits its batches: on a store of its own (``refreshd purge``), or on the running server's
     hot path (its periodic purge), next to the requests."""
     if request.param == "server":
-        yield harness.apps[-1].state.runtime.hot.write_alone
+        yield harness.apps[-1].state.runtime.store.write_alone
         return
-    db = Database(settings)
+    store = Store.open(settings)
     try:
-        yield db.write_alone
+        yield store.write_alone
     finally:
-        await db.dispose()
+        await store.close()
 
 
 async def test_purge_deletes_only_dead_sessions(
@@ -48,12 +52,12 @@ async def test_purge_deletes_only_dead_sessions(
     revoked = (await login(client, requestRefresh=True)).json()
     await client.post("/api/auth/logout", headers=bearer(revoked["jwt"]))
     idle = (await login(client, requestRefresh=True)).json()
-    db = Database(settings)
+    db = create_async_engine(settings.database_url)
     try:
         idle_sid = jose_jwt.get_unverified_claims(idle["jwt"])["sid"]
-        async with db.write() as session:
+        async with db.begin() as connection:
             # This one's absolute lifetime ends in ten minutes.
-            await session.execute(
+            await connection.execute(
                 update(Session)
                 .where(Session.id == idle_sid)
                 .values(expires_at=clock.now + timedelta(minutes=10))
@@ -87,7 +91,8 @@ async def test_purge_stops_after_max_batches(
     for _ in range(5):
         await login(client)
     clock.advance(timedelta(hours=1))
-    db = Database(settings)
+    db = Store.open(settings)
+    engine = create_async_engine(settings.database_url)
     try:
         deleted = await purge_sessions(
             db.write_alone,
@@ -97,26 +102,30 @@ async def test_purge_stops_after_max_batches(
             max_batches=2,
         )
         assert deleted == 4
-        assert await _count(db) == 2
+        assert await _count(engine) == 2
     finally:
-        await db.dispose()
+        await db.close()
+        await engine.dispose()
 
 
 async def test_each_purge_pass_finds_its_rows_through_an_index(
     settings: Settings, clock: FakeClock
 ) -> None:
     """A batch that scanned the table would hold SQLite's write lock for a pass over every live session."""
-    db = Database(settings)
+    db = create_async_engine(settings.database_url)
+    is_sqlite = settings.is_sqlite
     try:
-        async with db.autocommit_engine.connect() as connection:
-            if not db.is_sqlite:
+        async with db.connect() as connection:
+            if not is_sqlite:
                 # The test table is tiny: without this, PostgreSQL rightly prefers a scan whatever the indexes.
                 await connection.exec_driver_sql("SET enable_seqscan = off")
-            for condition in dead_sessions(clock.now, timedelta(minutes=15)):
-                compiled = batch_ids(Session, condition, 250).compile(
+            values = {"now_": clock.now, "access_cutoff": clock.now - timedelta(minutes=15)}
+            for condition in dead():
+                batch = batch_ids(SESSIONS, condition).params(batch=250, **values)
+                compiled = batch.compile(
                     connection.sync_connection, compile_kwargs={"literal_binds": True}
                 )
-                prefix = "EXPLAIN QUERY PLAN " if db.is_sqlite else "EXPLAIN "
+                prefix = "EXPLAIN QUERY PLAN " if is_sqlite else "EXPLAIN "
                 plan = " ".join(
                     str(row[-1]) for row in await connection.exec_driver_sql(prefix + str(compiled))
                 )

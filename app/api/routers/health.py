@@ -7,7 +7,6 @@ import asyncio
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import text
 
 from app.api.deps import RuntimeDep
 from app.migrations_info import expected_head
@@ -41,8 +40,8 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
     """200 when the database answers within 3 s and is migrated to this build's head; 503 otherwise."""
     expected = expected_head()
     try:
-        async with asyncio.timeout(READINESS_TIMEOUT), runtime.db.read() as session:
-            current = await session.scalar(text("SELECT version_num FROM alembic_version"))
+        async with asyncio.timeout(READINESS_TIMEOUT):
+            current = await runtime.store.schema_version()
     except Exception:  # any failure to answer means "not ready", never a 500
         body = {"status": "unavailable", "database": "unreachable", "migrations": "unknown"}
         return JSONResponse(body, status_code=503)

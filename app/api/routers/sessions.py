@@ -13,8 +13,6 @@ from app.api.docs import errors
 from app.errors import NotFoundError
 from app.schemas.auth import EmptyData, SessionsResponse
 from app.schemas.common import iso_ms
-from app.services import audit, sessions
-from app.services.audit import Event
 from app.services.sessions import Revocation
 
 router = APIRouter(prefix="/api/auth/sessions", tags=["sessions"])
@@ -30,14 +28,9 @@ SESSION_ID = re.compile(r"[0-9a-f]{32}")
     summary="List the live sessions of the signed-in user, the current one first",
 )
 async def list_sessions(principal: CurrentPrincipal, runtime: RuntimeDep, now: Now) -> JSONResponse:
-    async with runtime.db.read() as session:
-        views = await sessions.list_sessions(
-            session,
-            principal.user.id,
-            current=principal.session_id,
-            now=now,
-            lifetimes=runtime.lifetimes,
-        )
+    views = await runtime.services.sessions.listed(
+        principal.user.id, current=principal.session_id, now=now
+    )
     return transport.private_json(
         {
             "data": [
@@ -65,27 +58,16 @@ async def revoke_session(
     session_id: str, principal: CurrentPrincipal, runtime: RuntimeDep, now: Now, client: ClientDep
 ) -> JSONResponse:
     """Any id that names no live session of this user, well-formed or not, is a 404."""
-    revoked = False
-    if SESSION_ID.fullmatch(session_id):
-        async with runtime.db.write() as session:
-            revoked = await sessions.revoke_session(
-                session,
-                session_id,
-                reason=Revocation.USER_REVOKED,
-                now=now,
-                user_id=principal.user.id,
-            )
-            if revoked:
-                runtime.metrics.count_revoked(Revocation.USER_REVOKED.value)
-                await audit.record(
-                    session,
-                    Event.SESSION_REVOKED,
-                    now=now,
-                    user_id=principal.user.id,
-                    session_id=session_id,
-                    client=client,
-                    by_session=principal.session_id,
-                )
+    revoked = SESSION_ID.fullmatch(session_id) is not None and (
+        await runtime.services.sessions.end_one(
+            principal.user.id,
+            session_id,
+            by_session=principal.session_id,
+            client=client,
+            now=now,
+        )
+    )
     if not revoked:
         raise NotFoundError(SESSION_NOT_FOUND)
+    runtime.metrics.count_revoked(Revocation.USER_REVOKED.value)
     return JSONResponse({"data": {}})
