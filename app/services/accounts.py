@@ -7,6 +7,7 @@ transaction (which then rolls back whole).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -132,15 +133,15 @@ class AccountService:
                 ip=client.ip,
                 user_agent=client.short_user_agent,
             )
-            started = None
-            if not confirm:
+            if confirm:
+                code = await self.recovery.issue_confirmation(tx, user.id, now=now)
+            else:
                 started = await self._start(tx, user, password_hash, client, now=now)
-        if started is not None:
-            return Registered(user, SignedIn(user, started.session_id, started.refresh))
-        # The account is committed before the email goes: a failed send loses nothing, and
+                return Registered(user, SignedIn(user, started.session_id, started.refresh))
+        # The account and its code are committed before the email goes: a failed send loses nothing, and
         # send-email-confirmation can try again.
         try:
-            await self.recovery.send_confirmation(user, now=now)
+            await self.recovery.mail_confirmation(user, code)
         except MailError as exc:
             logger.error("confirmation email for new user %s not delivered: %s", user.id, exc)
             raise ApplicationError(CONFIRMATION_NOT_SENT) from None
@@ -191,23 +192,27 @@ class AccountService:
             )
             raise
         verified_hash = user.password_hash or ""
-        started = await self.sessions.start(
-            self.store,
-            user.id,
-            verified_hash,
-            client,
-            now=now,
-            with_refresh=with_refresh or self.policy.request_refresh_on_all,
-            audited=True,
-        )
+        with_refresh = with_refresh or self.policy.request_refresh_on_all
+        # One commit either way: the session alone (one statement with its audit row), or with the re-hash of a
+        # Strapi (bcrypt) password, now that it is known, in the same transaction.
+        unit = self.store.transaction() if upgraded_hash else contextlib.nullcontext(self.store)
+        async with unit as repos:
+            started = await self.sessions.start(
+                repos,
+                user.id,
+                verified_hash,
+                client,
+                now=now,
+                with_refresh=with_refresh,
+                audited=True,
+            )
+            if started is not None and upgraded_hash:
+                # Conditional on the verified hash, so a concurrent change wins.
+                await repos.users.upgrade_hash(user.id, verified_hash, upgraded_hash)
         if started is None:
             raise ValidationError(
                 INVALID_LOGIN
             )  # changed or blocked while the password was checked
-        if upgraded_hash:
-            # A Strapi (bcrypt) hash, re-hashed with argon2 now that the password is known; conditional on the
-            # verified hash, so a concurrent change wins.
-            await self.store.users.upgrade_hash(user.id, verified_hash, upgraded_hash)
         return SignedIn(user, started.session_id, started.refresh)
 
     async def change_password(

@@ -78,19 +78,26 @@ class RecoveryService:
         )
         return code
 
-    async def send_confirmation(self, user: UserRecord, *, now: datetime) -> None:
-        """Issue a confirmation code (committed first: a failed send loses nothing) and mail it."""
+    async def issue_confirmation(self, repos: Repositories, user_id: int, *, now: datetime) -> str:
+        """A new confirmation code, inside the caller's transaction; mail it once that commits."""
         ttl = self.policy.confirmation_ttl
-        async with self.store.transaction() as tx:
-            code = await self._issue(tx, user.id, Purpose.CONFIRM_EMAIL, now=now, ttl=ttl)
+        return await self._issue(repos, user_id, Purpose.CONFIRM_EMAIL, now=now, ttl=ttl)
+
+    async def mail_confirmation(self, user: UserRecord, code: str) -> None:
         message = mail.render_confirmation(
             self.templates,
             to=user.email,
             username=user.username,
             url=f"{self.policy.confirmation_link_base}?confirmation={code}",
-            expires_in=ttl,
+            expires_in=self.policy.confirmation_ttl,
         )
         await self.mailer.send(message)
+
+    async def send_confirmation(self, user: UserRecord, *, now: datetime) -> None:
+        """Issue a confirmation code (committed first: a failed send loses nothing) and mail it."""
+        async with self.store.transaction() as tx:
+            code = await self.issue_confirmation(tx, user.id, now=now)
+        await self.mail_confirmation(user, code)
 
     async def request_reset(self, email: str, *, now: datetime) -> None:
         """Mail a reset link to a known, non-blocked local account; nothing otherwise. Never raises."""
