@@ -303,7 +303,17 @@ def build_parser() -> argparse.ArgumentParser:
         "environment and .env (see .env.example).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_service_commands(commands)
+    _add_user_commands(commands)
+    _add_session_commands(commands)
+    _add_audit_and_import(commands)
+    return parser
 
+
+Commands = Any  # argparse's subparsers action (a private class)
+
+
+def _add_service_commands(commands: Commands) -> None:
     serve = commands.add_parser("serve", help="run the HTTP server")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
@@ -315,7 +325,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds in-flight requests get on shutdown",
     )
     serve.set_defaults(handler=_serve)
-
     commands.add_parser("migrate", help="upgrade the database to the latest schema").set_defaults(
         handler=_migrate
     )
@@ -323,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
         "purge", help="delete dead sessions, used or expired codes, and old audit events now"
     ).set_defaults(handler=_purge)
 
+
+def _add_user_commands(commands: Commands) -> None:
     user = commands.add_parser("user", help="manage accounts")
     user_commands = user.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = user_commands.add_parser("create", help="create a local account")
@@ -354,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="list accounts whose usernames or emails are one name in Unicode NFKC form",
     ).set_defaults(handler=_user_collisions)
 
+
+def _add_session_commands(commands: Commands) -> None:
     session_parser = commands.add_parser("sessions", help="a user's sessions")
     session_commands = session_parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = session_commands.add_parser("list", help="list live sessions (or --all)")
@@ -366,12 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--all", action="store_true")
     revoke.set_defaults(handler=_sessions_revoke)
 
+
+def _add_audit_and_import(commands: Commands) -> None:
     audit_parser = commands.add_parser("audit", help="read the audit trail, newest first")
     _add_user_lookup(audit_parser, required=False)  # only this user
     audit_parser.add_argument("--limit", type=int, default=50)
     audit_parser.add_argument("--json", action="store_true", help="one JSON object per line")
     audit_parser.set_defaults(handler=_audit)
-
     importer = commands.add_parser(
         "import-strapi", help="import users (with their passwords) from a Strapi 5 database"
     )
@@ -380,7 +394,6 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("--batch-size", type=int, default=2000)
     importer.add_argument("--quiet", action="store_true", help="no progress bar")
     importer.set_defaults(handler=_import_strapi)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

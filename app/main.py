@@ -88,6 +88,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
         openapi_tags=OPENAPI_TAGS,
     )
     errors.install(app)
+    _add_middleware(app, settings, metrics)
+    _add_routes(app, settings, metrics_route)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_size)
     if settings.allowed_origins:
@@ -105,10 +112,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     app.state.metrics = metrics
+
+
+def _add_routes(app: FastAPI, settings: Settings, metrics_route: Any) -> None:
     # The two hottest routes are the app's own, matched before the included routers: FastAPI matches an included
-    # router's routes twice per request, each at several times the cost of a route of the app's own. Routing
-    # refresh took 13 µs and /users/me 24 µs, against 4 and 6 here; with the included route's own handling gone
-    # too, /users/me serves 13 % more requests/s, refresh 4 % (bench/results/ab.md).
+    # router's routes twice per request, each at several times the cost of a route of the app's own
+    # (bench/results/2026-11-29-reference-emulated.md).
     auth.add_refresh_routes(app.router)
     users.add_me_route(app.router)
     app.include_router(auth.router)
@@ -123,20 +132,16 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
                 "keep it off the public side with a network rule"
             )
 
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    return app
-
 
 def _tune_garbage_collector() -> None:
-    """Move what startup built (modules, routes, compiled statements: over 100 000 objects) out of the garbage
-    collector's reach. Full collections then scan only what requests allocate: about 1 ms instead of about 80 ms
-    of a stalled event loop each time (measured under refresh load). Tests build many apps in one process and
-    skip this: frozen objects are never collected.
+    """Move what startup built (modules, routes, compiled statements) out of the garbage collector's reach: full
+    collections then scan only what requests allocate, instead of stalling the event loop over everything
+    (bench/results/2026-11-28-hot-path.md). Tests build many apps in one process and skip this: frozen objects are
+    never collected.
 
-    Then collect the youngest generation every 10 000 net allocations instead of every 700: at 700 young
-    collections took 7 % of a refresh's CPU (bench/results/ab.md: +6.9 % requests/s and p99 -15 % at 10 000,
-    the same as with the collector off altogether). Garbage in reference cycles waits a little longer; the rest
-    is freed at once, as ever."""
+    Then collect the youngest generation every 10 000 net allocations instead of every 700: young collections were
+    a visible share of a refresh's CPU (bench/results/ab.md). Garbage in reference cycles waits a little longer;
+    the rest is freed at once, as ever."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
@@ -173,7 +178,7 @@ async def purge_periodically(runtime: Runtime) -> None:
 
 
 async def purge_once(runtime: Runtime) -> Purged:
-    """One purge round inside the server: batches go through the hot path, beside the requests."""
+    """One purge round inside the server: batches go through the store, beside the requests."""
     settings = runtime.settings
     return await purge_all(
         runtime.store.write_alone,

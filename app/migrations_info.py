@@ -1,7 +1,7 @@
 """What schema revision this build expects, and where its Alembic scripts are.
 
 The head revision is a constant, not read from the scripts at run time: the server would otherwise import Alembic
-(11 MB of resident memory per worker) only to answer ``/readyz``. ``tests/test_migrations.py`` checks that it is
+(11 MB of resident memory per worker) only to answer ``/readyz``. ``tests/system/test_migrations.py`` checks that it is
 Alembic's one head, so a new migration cannot land without it.
 """
 

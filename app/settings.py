@@ -36,6 +36,7 @@ from app.config.secret_keys import (
 )
 from app.config.urls import domain_of, normalize_database_url, url_origin
 from app.durations import format_duration, parse_duration
+from app.security.passwords import BCRYPT_MAX_BYTES
 
 __all__ = [
     "MIN_SECRET_BYTES",
@@ -145,9 +146,12 @@ class Settings(DatabaseSettings):
 
     allow_register: bool = True
     email_confirmation: bool = False
-    password_min_length: int = Field(default=6, ge=1, le=72)
+    password_min_length: int = Field(default=6, ge=1, le=BCRYPT_MAX_BYTES)
     password_max_bytes: int = Field(
-        default=72, ge=8, le=72, description="bcrypt's 72 is the ceiling"
+        default=BCRYPT_MAX_BYTES,
+        ge=8,
+        le=BCRYPT_MAX_BYTES,
+        description="bcrypt's limit is the ceiling",
     )
 
     public_url: str = Field(

@@ -26,7 +26,7 @@ class Session(Base):
     generation: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     # When the current generation was issued, and the two before it: generation g was replaced when g + 1 was
     # issued, and a token replaced less than REFRESH_TOKEN_REUSE_GRACE ago still refreshes
-    # (``app.services.sessions.replaced_within_grace``). Each rotation shifts them along, in its one UPDATE.
+    # (``app.services.reuse.replaced_within_grace``). Each rotation shifts them along, in its one UPDATE.
     rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     previous_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     earlier_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -22,8 +22,7 @@ from pydantic_core import PydanticCustomError
 
 from app.errors import PASSWORD_TOO_LONG
 from app.schemas.common import UserOut
-
-MAX_PASSWORD_BYTES = 72
+from app.security.passwords import BCRYPT_MAX_BYTES
 
 
 def _valid_email(value: str) -> str:
@@ -34,8 +33,8 @@ def _valid_email(value: str) -> str:
     return value
 
 
-def _at_most_72_bytes(value: str) -> str:
-    if len(value.encode("utf-8")) > MAX_PASSWORD_BYTES:
+def _within_bcrypt_limit(value: str) -> str:
+    if len(value.encode("utf-8")) > BCRYPT_MAX_BYTES:
         raise PydanticCustomError("strapi_password_bytes", PASSWORD_TOO_LONG)
     return value
 
@@ -75,7 +74,7 @@ Email = Annotated[
     AfterValidator(_valid_email),
     AfterValidator(_stored_fits),
 ]
-NewPassword = Annotated[Text, Field(min_length=1), AfterValidator(_at_most_72_bytes)]
+NewPassword = Annotated[Text, Field(min_length=1), AfterValidator(_within_bcrypt_limit)]
 
 
 class LoginRequest(BaseModel):

@@ -8,7 +8,7 @@ it: the API, the command line, the purge and the refresh verdict all import thes
 - **dead**: can never be used again; what the purge deletes. Exactly the sessions that are not listed (revocation
   times are never in the future), as one condition per index (see ``dead``).
 - **in reuse grace**: a refresh token of an older generation that was replaced less than
-  ``REFRESH_TOKEN_REUSE_GRACE`` ago (``app.services.sessions.replaced_within_grace`` says the rule in Python; a
+  ``REFRESH_TOKEN_REUSE_GRACE`` ago (``app.services.reuse.replaced_within_grace`` says the rule in Python; a
   property test holds the two to each other).
 
 Parameters: ``NOW`` (``now_``), ``ACCESS_CUTOFF`` (now minus the access token's lifetime), ``GRACE_START`` (now minus

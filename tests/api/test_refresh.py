@@ -14,7 +14,7 @@ from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.models import User
-from app.services.sessions import Rejection
+from app.services.reuse import Rejection
 from app.settings import Settings
 from tests.api.helpers import bearer, error_of, login, register, registered_with_refresh
 from tests.conftest import Harness

@@ -13,7 +13,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, insert, or_, select
 
-from app.services.sessions import replaced_within_grace
+from app.services.reuse import replaced_within_grace
 from app.settings import Settings
 from app.store import SessionRecord, Store
 from app.store.predicates import (

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.models import Session
-from app.services.sessions import replaced_within_grace
+from app.services.reuse import replaced_within_grace
 
 GRACE = timedelta(seconds=10)
 NOW = datetime(2026, 12, 3, 12, 0, 0, tzinfo=UTC)

@@ -45,7 +45,8 @@ from app.schemas.auth import (
 from app.schemas.common import user_payload
 from app.services import sessions, tokens, users
 from app.services.accounts import login_failure
-from app.services.sessions import LOGOUT_REASONS, Refreshed, Refused, Rejection, Revocation
+from app.services.reuse import Rejection
+from app.services.sessions import LOGOUT_REASONS, Refreshed, Refused, Revocation
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
