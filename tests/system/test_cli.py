@@ -191,6 +191,64 @@ async def test_sessions_list_and_revoke(client: httpx.AsyncClient, database_url:
         assert (await client.get("/api/users/me", headers=bearer(device["jwt"]))).status_code == 401
 
 
+async def test_the_cli_and_the_api_count_the_same_sessions_live(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    """One rule (SESSION_LISTED) for both: an idle-expired session whose last access token may still be in use is
+    listed; one idle-expired for longer, one past its absolute end and a revoked one are not."""
+    await register(client)  # an access-only session: live for its access token's 15 minutes
+    signed = [(await login(client, requestRefresh=True)).json() for _ in range(5)]
+    ids = [jose_jwt.get_unverified_claims(s["jwt"])["sid"] for s in signed]
+    now = datetime.now(UTC)
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            changes: dict[str, dict[str, object]] = {
+                ids[1]: {
+                    "refresh_expires_at": now - timedelta(minutes=5)
+                },  # idle, access may live on
+                ids[2]: {
+                    "refresh_expires_at": now - timedelta(minutes=20)
+                },  # idle past any access token
+                ids[3]: {"expires_at": now - timedelta(seconds=1)},  # past its absolute end
+                ids[4]: {"revoked_at": now - timedelta(seconds=1), "revoked_reason": "admin"},
+            }
+            for sid, values in changes.items():
+                await connection.execute(update(Session).where(Session.id == sid).values(**values))
+    finally:
+        await engine.dispose()
+    api = await client.get("/api/auth/sessions", headers=bearer(signed[0]["jwt"]))
+    assert api.status_code == 200, api.text
+    api_ids = {row["id"] for row in api.json()["data"]}
+    assert ids[0] in api_ids
+    assert ids[1] in api_ids
+    assert not api_ids & {ids[2], ids[3], ids[4]}
+    listed = run_cli(database_url, "sessions", "list", "--username", "alice")
+    assert listed.returncode == 0, listed.stderr
+    assert {line.split()[0] for line in listed.stdout.strip().splitlines()} == api_ids
+    shown = run_cli(database_url, "user", "show", "--username", "alice")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["liveSessions"] == len(api_ids)
+    everything = run_cli(database_url, "sessions", "list", "--username", "alice", "--all")
+    states = {line.split()[0]: line.split()[1] for line in everything.stdout.strip().splitlines()}
+    assert states[ids[2]] == "expired"
+    assert states[ids[3]] == "expired"
+    assert states[ids[4]] == "revoked"
+
+
+async def test_revoking_an_unknown_session_writes_no_audit_row(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    await register(client)
+    unknown = run_cli(database_url, "sessions", "revoke", "--username", "alice", "0" * 32)
+    assert unknown.returncode == 1
+    assert "no live session" in unknown.stderr
+    trail = run_cli(database_url, "audit", "--username", "alice", "--json")
+    assert trail.returncode == 0, trail.stderr
+    events = [json.loads(line)["event"] for line in trail.stdout.strip().splitlines()]
+    assert events == ["user.registered"]
+
+
 async def test_audit_command_reads_the_trail(client: httpx.AsyncClient, database_url: str) -> None:
     await register(client)
     await login(client, password="wrong")
