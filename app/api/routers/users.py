@@ -15,8 +15,8 @@ from app.schemas.common import UserOut, user_payload
 async def me(request: Request) -> JSONResponse:
     """The bare user object (no envelope), as Strapi returns it."""
     # The principal is resolved by a call, not a dependency (and the route is a DirectRoute): this route runs on
-    # every page load of every frontend, and FastAPI's dependency resolution was a sixth of its CPU time
-    # (bench/results).
+    # every page load of every frontend, and FastAPI's dependency resolution was a large share of its CPU time
+    # (bench/results/2026-11-28-hot-path.md).
     principal = await principal_of(request)
     return transport.private_json(user_payload(principal.user))
 
