@@ -3,7 +3,9 @@ database. Alembic builds the tables from these; the store (``app.store``) runs e
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import DateTime, MetaData
 from sqlalchemy.engine import Dialect
@@ -24,10 +26,41 @@ class Base(DeclarativeBase):
 
 
 class UTCDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC timestamps on every backend (SQLite drops the zone: re-attach it)."""
+    """Timezone-aware UTC timestamps on every backend (SQLite drops the zone: re-attach it).
+
+    On SQLite the value is stored as SQLAlchemy's SQLite dialect stores a DATETIME, ``2026-11-28 04:05:06.007000``
+    (so that comparisons between stored text hold), produced and read with ``isoformat``/``fromisoformat`` in one
+    step: a refresh binds a dozen of them, and the generic chain (this decorator, then the dialect's formatter)
+    cost more than the statement itself (bench/results/ab.md, twelfth session)."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[datetime | None], Any] | None:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def process(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to a UTC column")
+            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+        return process
+
+    def result_processor(
+        self, dialect: Dialect, coltype: object
+    ) -> Callable[[Any], datetime | None] | None:
+        if dialect.driver == "asyncpg":
+            return None  # asyncpg reads a timestamptz as an aware datetime in UTC already
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+
+        def process(value: str | None) -> datetime | None:
+            return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+        return process
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:

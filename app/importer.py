@@ -300,13 +300,16 @@ async def _apply_batch(
     dry_run: bool,
     now: datetime,
 ) -> None:
-    """One batch, checked and written in one transaction (checked only, in a dry run)."""
+    """One batch, checked and written in one transaction; a dry run only reads (no write lock taken)."""
+    postgres = not store.database.is_sqlite
+    if dry_run:
+        target = ImportTarget(store.database, postgres=postgres)
+        _plan(candidates, await target.related(candidates), report)
+        return
     async with store.transaction() as tx:
-        target = ImportTarget(tx.runner, postgres=not store.database.is_sqlite)
-        await target.begin_batch(writing=not dry_run)
+        target = ImportTarget(tx.runner, postgres=postgres)
+        await target.begin_batch()
         plan = _plan(candidates, await target.related(candidates), report)
-        if dry_run:
-            return
         await target.insert(plan.inserts)
         await target.update(plan.updates)
         for reason, user_ids in plan.revoke.items():

@@ -59,7 +59,10 @@ class Compiled:
     sql: str
     names: tuple[str, ...]
     defaults: Mapping[str, Any]
-    binds: tuple[Processor, ...]
+    unique: tuple[tuple[str, Processor], ...]  # each parameter once, with its conversion
+    order: (
+        tuple[int, ...] | None
+    )  # for each position, its parameter in ``unique``; None: the same order
     columns: tuple[str, ...]
     results: tuple[
         tuple[int, Callable[[Any], Any]], ...
@@ -79,7 +82,12 @@ class Compiled:
             for name, parameter in zip(names, parameters, strict=True)
             if not parameter.required
         }
-        binds = tuple(_bind_processor(parameter.type, dialect) for parameter in parameters)
+        unique: dict[str, Processor] = {}
+        for name, parameter in zip(names, parameters, strict=True):
+            if name not in unique:
+                unique[name] = _bind_processor(parameter.type, dialect)
+        positions = {name: index for index, name in enumerate(unique)}
+        order = tuple(positions[name] for name in names)
         columns = _result_columns(statement)
         results = tuple(
             (position, processor)
@@ -91,19 +99,26 @@ class Compiled:
             compiled.string,
             names,
             fixed,
-            binds,
+            tuple(unique.items()),
+            None if len(order) == len(unique) else order,
             tuple(name for name, _ in columns),
             results,
             writes,
         )
 
     def args(self, values: Mapping[str, Any]) -> list[Any]:
-        """The parameters in the driver's order, converted as the dialect stores them."""
-        args = []
-        for name, process in zip(self.names, self.binds, strict=True):
-            value = values[name] if name in values else self.defaults[name]
-            args.append(value if process is None or value is None else process(value))
-        return args
+        """The parameters in the driver's order, converted as the dialect stores them (each value once, however
+        often SQLite's positional style repeats it)."""
+        defaults = self.defaults
+        converted = []
+        for name, process in self.unique:
+            value = values[name] if name in values else defaults[name]
+            if process is not None and value is not None:
+                value = process(value)
+            converted.append(value)
+        if self.order is None:
+            return converted
+        return [converted[index] for index in self.order]
 
     def row(self, raw: Sequence[Any] | None) -> Row | None:
         """A driver's row as ``{column name: value}``, each value as its column's type reads it."""

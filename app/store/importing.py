@@ -55,11 +55,11 @@ class ImportTarget:
         self._runner = runner
         self._postgres = postgres
 
-    async def begin_batch(self, *, writing: bool) -> None:
+    async def begin_batch(self) -> None:
+        """At the start of a batch's transaction."""
         if self._postgres:
             await self._runner.run(_CUSTOM_PLANS)
-            if writing:
-                await self._runner.run(_LOCK_USERS)
+            await self._runner.run(_LOCK_USERS)
 
     async def related(self, candidates: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """Every user here that shares an id, username, email or documentId with a candidate."""

@@ -47,6 +47,23 @@ def _is_outage(exc: asyncpg.PostgresError) -> bool:
     ).startswith(UNAVAILABLE_SQLSTATES)
 
 
+def _translated(exc: Exception) -> Exception:
+    """The driver's failures as the store's: an outage is ``DatabaseUnavailable``, a unique index refusing a row
+    is ``Conflict``; anything else as it is."""
+    original = exc
+    if isinstance(exc, asyncpg.PostgresError):
+        if _is_outage(exc):
+            return DatabaseUnavailable(type(exc).__name__)
+        if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+            return Conflict(type(exc).__name__)
+        return original
+    if isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError | OSError):
+        # InternalClientError: the driver lost track of a connection the server dropped ("cannot switch to
+        # state 12; another operation is in progress", seen after pg_terminate_backend).
+        return DatabaseUnavailable(type(exc).__name__)
+    return exc
+
+
 class FairPool:
     """Up to ``size`` asyncpg connections for requests, plus ``reserved`` for housekeeping, opened when first
     needed and handed out in the order they were asked for.
@@ -85,52 +102,67 @@ class FairPool:
     async def run(
         self, call: Callable[[asyncpg.Connection], Awaitable[T]], lane: Lane = "requests"
     ) -> T:
-        async with self.connection(lane) as connection:
-            return await call(connection)
-
-    @contextlib.asynccontextmanager
-    async def connection(self, lane: Lane = "requests") -> AsyncIterator[asyncpg.Connection]:
+        """``call`` on a connection of ``lane``. Written out, not through ``connection()``: this runs for every
+        statement, and a generator-based context manager costs the event loop more than the checkout itself."""
         async with self._turns[lane]:
             if self._closed:
                 raise DatabaseUnavailable("the connection pool is closed")
             try:
-                async with self._checked_out() as connection:
-                    yield connection
-            except asyncpg.PostgresError as exc:
-                if _is_outage(exc):
-                    raise DatabaseUnavailable(type(exc).__name__) from exc
-                if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
-                    raise Conflict(type(exc).__name__) from exc
-                raise
-            except (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError) as exc:
-                # InternalClientError: the driver lost track of a connection the server dropped ("cannot
-                # switch to state 12; another operation is in progress", seen after pg_terminate_backend).
-                raise DatabaseUnavailable(type(exc).__name__) from exc
+                connection = await self._checkout()
+                self._busy.add(connection)
+                reusable = False
+                try:
+                    result = await call(connection)
+                    reusable = True
+                    return result
+                except asyncpg.PostgresError as exc:
+                    # The server answered with a statement error: the connection works.
+                    reusable = not _is_outage(exc)
+                    raise
+                finally:
+                    self._give_back(connection, reusable)
+            except Exception as exc:
+                translated = _translated(exc)
+                if translated is exc:
+                    raise
+                raise translated from exc
 
     @contextlib.asynccontextmanager
-    async def _checked_out(self) -> AsyncIterator[asyncpg.Connection]:
-        """A connection, which goes back idle unless it failed other than by a statement error."""
-        connection = await self._checkout()
-        self._busy.add(connection)
-        reusable = False
-        try:
-            yield connection
-            reusable = True
-        except asyncpg.PostgresError as exc:
-            reusable = not _is_outage(exc)  # the server answered with a statement error: it works
-            raise
-        except (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError):
-            raise  # the connection itself failed (timeouts included)
-        except Exception:
-            # The caller's own refusal, which rolled its transaction back: the connection is as good as before.
-            reusable = True
-            raise
-        finally:
-            self._busy.discard(connection)
-            if reusable and not self._closed and not connection.is_closed():
-                self._release(connection)
-            else:
-                connection.terminate()
+    async def connection(self, lane: Lane = "requests") -> AsyncIterator[asyncpg.Connection]:
+        """A connection for a transaction: it goes back idle after the block unless the connection itself failed
+        (an error the caller raised, which rolled its transaction back, leaves it as good as before)."""
+        async with self._turns[lane]:
+            if self._closed:
+                raise DatabaseUnavailable("the connection pool is closed")
+            try:
+                connection = await self._checkout()
+                self._busy.add(connection)
+                reusable = False
+                try:
+                    yield connection
+                    reusable = True
+                except asyncpg.PostgresError as exc:
+                    reusable = not _is_outage(exc)
+                    raise
+                except (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError):
+                    raise  # the connection itself failed (timeouts included)
+                except Exception:
+                    reusable = True
+                    raise
+                finally:
+                    self._give_back(connection, reusable)
+            except Exception as exc:
+                translated = _translated(exc)
+                if translated is exc:
+                    raise
+                raise translated from exc
+
+    def _give_back(self, connection: asyncpg.Connection, reusable: bool) -> None:
+        self._busy.discard(connection)
+        if reusable and not self._closed and not connection.is_closed():
+            self._release(connection)
+        else:
+            connection.terminate()
 
     def _release(self, connection: asyncpg.Connection) -> None:
         now = self._monotonic()
@@ -184,31 +216,41 @@ async def _set_codecs(connection: asyncpg.Connection) -> None:
 
 
 class _TransactionRunner:
-    """Statements on the connection that holds the caller's transaction."""
+    """Statements on the connection that holds the caller's transaction; a failed one is translated at once, so
+    the use case can tell a conflict from a bug (the transaction is then aborted: it must raise)."""
 
     def __init__(self, database: PostgresDatabase, connection: asyncpg.Connection) -> None:
         self._database = database
         self._connection = connection
 
+    async def _do(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except asyncpg.PostgresError as exc:
+            translated = _translated(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
+
     async def one(self, statement: ClauseElement, values: Values | None = None) -> Row | None:
         compiled = self._database.compile(statement)
-        return compiled.row(
-            await self._connection.fetchrow(compiled.sql, *compiled.args(values or {}))
-        )
+        args = compiled.args(values or {})
+        return compiled.row(await self._do(self._connection.fetchrow(compiled.sql, *args)))
 
     async def all(self, statement: ClauseElement, values: Values | None = None) -> list[Row]:
         compiled = self._database.compile(statement)
-        rows = await self._connection.fetch(compiled.sql, *compiled.args(values or {}))
+        rows = await self._do(self._connection.fetch(compiled.sql, *compiled.args(values or {})))
         return [row for raw in rows if (row := compiled.row(raw)) is not None]
 
     async def run(self, statement: ClauseElement, values: Values | None = None) -> int:
         compiled = self._database.compile(statement)
-        status = await self._connection.execute(compiled.sql, *compiled.args(values or {}))
-        return _rowcount(status)
+        args = compiled.args(values or {})
+        return _rowcount(await self._do(self._connection.execute(compiled.sql, *args)))
 
     async def audited(self, change: Update | Insert, values: Values) -> Row | None:
         compiled = self._database.compile_audited(change)
-        return compiled.row(await self._connection.fetchrow(compiled.sql, *compiled.args(values)))
+        args = compiled.args(values)
+        return compiled.row(await self._do(self._connection.fetchrow(compiled.sql, *args)))
 
 
 def _rowcount(status: str) -> int:

@@ -66,10 +66,29 @@ def _transaction(work: Work[T]) -> Work[T]:
         except BaseException:
             connection.execute("ROLLBACK")
             raise
-        connection.execute("COMMIT")
+        _commit(connection)
         return result
 
     return run
+
+
+def _commit(connection: sqlite3.Connection) -> None:
+    """COMMIT; if it fails (a full disk, say), roll back, so the connection never stays inside a transaction that
+    every later BEGIN would trip over."""
+    try:
+        connection.execute("COMMIT")
+    except sqlite3.Error:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+
+
+def _abandon(connection: sqlite3.Connection) -> None:
+    """Close a connection nobody will use again, giving back any lock it holds."""
+    with contextlib.suppress(sqlite3.Error):
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+    connection.close()
 
 
 def _full_checkpoint(connection: sqlite3.Connection) -> None:
@@ -262,6 +281,7 @@ class SqliteDatabase:
     async def transaction(self) -> AsyncIterator[Runner]:
         async with self.gate:
             connection = await self._begin()
+            before = connection.total_changes
             self._in_transaction = connection is self._inline
             try:
                 yield _TransactionRunner(self._s, connection)
@@ -269,10 +289,14 @@ class SqliteDatabase:
                 connection.execute("ROLLBACK")
                 raise
             else:
-                connection.execute("COMMIT")
+                try:
+                    _commit(connection)
+                except sqlite3.Error as exc:
+                    raise DatabaseUnavailable(str(exc)) from exc
             finally:
                 self._in_transaction = False
-        self._changed(1)
+        # Toward the next checkpoint round, as many changes as the transaction made (an import batch: thousands).
+        self._changed(max(1, connection.total_changes - before))
 
     async def _begin(self) -> sqlite3.Connection:
         """BEGIN IMMEDIATE on the loop's connection; if another process holds the lock, on a spare connection
@@ -289,9 +313,16 @@ class SqliteDatabase:
                 self._spare = self._connect(0, autocheckpoint=False)
             spare = self._spare
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(
+            waiting = loop.run_in_executor(
                 self._threads, self._wait_and_run, lambda c: c.execute("BEGIN IMMEDIATE"), spare
             )
+            try:
+                await asyncio.shield(waiting)
+            except asyncio.CancelledError:
+                # The thread may still take the lock for nobody: that connection gives it back and is dropped.
+                self._spare = None
+                waiting.add_done_callback(lambda _: _abandon(spare))
+                raise
             return spare
         except sqlite3.OperationalError as exc:
             raise DatabaseUnavailable(str(exc)) from exc

@@ -3,14 +3,17 @@ fake clock passed in as ``now``. Their HTTP rendering is tested in tests/api."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import asyncpg
 import pytest
 
 from app.errors import ApplicationError, UnauthorizedError, ValidationError
 from app.runtime import Services, password_hasher
+from app.services.accounts import create_account
 from app.services.admin import UserRef
 from app.services.client import Client
 from app.services.mail import Message
@@ -19,7 +22,8 @@ from app.services.sessions import Identity, Refreshed, Refused
 from app.services.users import Registration
 from app.settings import Settings
 from app.store import Store
-from tests.support import FakeClock
+from app.store.sqlite import SqliteDatabase
+from tests.support import FakeClock, asyncpg_dsn
 
 CLIENT = Client("203.0.113.9", "pytest")
 ALICE = Registration("alice", "Alice@Example.com", "Secret-pass-123")
@@ -176,7 +180,7 @@ async def test_a_reset_code_works_once_and_starts_a_new_session(
 async def test_a_blocked_account_cannot_log_in_and_loses_its_sessions(
     services: Services, clock: FakeClock
 ) -> None:
-    user_id, session_id, token = await _signed_in(services, clock)
+    user_id, _, token = await _signed_in(services, clock)
     assert await services.admin.set_blocked(user_id, True, now=clock.now) == 2
     assert await services.sessions.refresh(token, CLIENT, now=clock.now) == Refused(
         Rejection.REVOKED
@@ -185,3 +189,62 @@ async def test_a_blocked_account_cannot_log_in_and_loses_its_sessions(
         await services.accounts.login(
             "alice", ALICE.password, CLIENT, now=clock.now, with_refresh=False
         )
+
+
+async def _until(condition: Callable[[], Awaitable[bool]]) -> None:
+    """Poll for a state (not standing in for time), for up to ten seconds."""
+    for _ in range(1000):
+        if await condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the state was never reached")
+
+
+async def test_racing_account_creations_give_one_account_and_one_taken(
+    services: Services, clock: FakeClock, settings: Settings
+) -> None:
+    """The second creation cannot see the first's uncommitted row: on PostgreSQL its INSERT waits on the unique
+    index and then fails, which must come out as "taken", not as a crash."""
+    store = services.store
+    created = asyncio.Event()
+    release = asyncio.Event()
+
+    async def first() -> None:
+        async with store.transaction() as tx:
+            await create_account(tx, ALICE, "hash", confirmed=True, now=clock.now)
+            created.set()
+            await release.wait()
+
+    async def second() -> None:
+        await created.wait()
+        async with store.transaction() as tx:
+            await create_account(tx, ALICE, "hash", confirmed=True, now=clock.now)
+
+    winner = asyncio.create_task(first())
+    loser = asyncio.create_task(second())
+    await created.wait()
+    if settings.is_sqlite:
+        database = store.database
+        assert isinstance(database, SqliteDatabase)
+        await _until(lambda: _true(database.gate.locked() and not loser.done()))
+    else:
+        admin = await asyncpg.connect(asyncpg_dsn(settings.database_url))
+        try:
+            waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            await _until(lambda: _positive(admin.fetchval(waiting)))
+        finally:
+            await admin.close()
+    release.set()
+    await winner
+    with pytest.raises(ApplicationError) as refused:
+        await loser
+    assert refused.value.message == "Email or Username are already taken"
+    assert [name for _, name, _ in await store.users.names()] == ["alice"]
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _positive(count: Awaitable[int]) -> bool:
+    return await count > 0

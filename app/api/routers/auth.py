@@ -25,6 +25,7 @@ from app.errors import (
     REGISTER_DISABLED,
     AppError,
     ApplicationError,
+    DatabaseUnavailable,
     ForbiddenError,
     RateLimitError,
     UnauthorizedError,
@@ -89,6 +90,8 @@ async def login(
         signed = await runtime.services.accounts.login(
             identifier, body.password, client, now=now, with_refresh=body.requestRefresh
         )
+    except DatabaseUnavailable:
+        raise  # an outage is no login outcome
     except AppError as exc:
         runtime.metrics.count_login(cast(LoginOutcome, login_failure(exc)))
         raise
