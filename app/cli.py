@@ -96,8 +96,6 @@ def _migrate(_args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from app import serving
     from app.main import settings_from_environment
 
@@ -106,17 +104,8 @@ def _serve(args: argparse.Namespace) -> int:
         raise CommandError(
             "METRICS_PORT is one process's listener: use it with one worker, or METRICS_TOKEN instead"
         )
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        access_log=False,  # the application logs each request itself
-        proxy_headers=False,  # X-Forwarded-For is the application's call (TRUSTED_PROXIES)
-        loop=serving.LOOP,
-        http=serving.HttpProtocol,
-        timeout_graceful_shutdown=args.graceful_timeout,
+    serving.serve(
+        host=args.host, port=args.port, workers=args.workers, graceful_timeout=args.graceful_timeout
     )
     return 0
 

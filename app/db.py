@@ -31,7 +31,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     On SQLite the value is stored as SQLAlchemy's SQLite dialect stores a DATETIME, ``2026-11-28 04:05:06.007000``
     (so that comparisons between stored text hold), produced and read with ``isoformat``/``fromisoformat`` in one
     step: a refresh binds a dozen of them, and the generic chain (this decorator, then the dialect's formatter)
-    cost more than the statement itself (bench/results/ab.md, twelfth session)."""
+    cost more than the statement itself (bench/results/ab.md, "One store")."""
 
     impl = DateTime(timezone=True)
     cache_ok = True

@@ -29,3 +29,21 @@ class HttpProtocol(HttpToolsProtocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().connection_made(transport)
+
+
+def serve(*, host: str, port: int, workers: int, graceful_timeout: int) -> None:
+    """Run the app under uvicorn as the service should run (``refreshd serve``)."""
+    import uvicorn
+
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,  # the application logs each request itself
+        proxy_headers=False,  # X-Forwarded-For is the application's call (TRUSTED_PROXIES)
+        loop=LOOP,
+        http=HttpProtocol,
+        timeout_graceful_shutdown=graceful_timeout,
+    )
