@@ -260,7 +260,7 @@ def _audit(args: argparse.Namespace) -> int:
 def _import_strapi(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from app.importer import StrapiSourceError, count_strapi_users, import_strapi
+    from app.services.importer import StrapiSourceError, count_strapi_users, import_strapi
 
     async def work(_settings: Settings, admin: AdminService) -> int:
         try:

@@ -17,14 +17,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.importer import (
+from app.models import Session, User
+from app.services.importer import (
     ImportReport,
     StrapiSourceError,
     count_strapi_users,
     import_strapi,
     source_engine_url,
 )
-from app.models import Session, User
 from app.settings import Settings
 from app.store import Store
 from tests.api.helpers import bearer, error_of, login, register

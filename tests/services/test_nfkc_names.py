@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.importer import import_strapi
 from app.models import User
+from app.services.importer import import_strapi
 from app.settings import Settings
 from app.store import Store
 from tests.api.helpers import PASSWORD, error_of, login, register
