@@ -25,6 +25,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.config.compat import StrapiSessionSettings
+from app.config.docs import DocsSettings
 from app.config.production import production_problems
 from app.config.secret_keys import (
     MIN_SECRET_BYTES,
@@ -87,7 +89,7 @@ class DatabaseSettings(BaseSettings):
         return normalize_database_url(value)
 
 
-class Settings(DatabaseSettings):
+class Settings(DatabaseSettings, DocsSettings, StrapiSessionSettings):
     model_config = SettingsConfigDict(
         env_file=".env",
         env_file_encoding="utf-8",
