@@ -22,6 +22,7 @@ from app.services.tokens import TokenKeys
 from app.services.users import PasswordRules
 from app.settings import Settings
 from app.store import Store
+from app.store.warm import warm
 
 
 def argon2_params(settings: Settings) -> Argon2Params:
@@ -164,8 +165,10 @@ class Runtime:
     @classmethod
     def start(cls, settings: Settings, clock: Clock, metrics: Metrics | None = None) -> Runtime:
         metrics = metrics or Metrics()
+        store = Store.open(settings)
+        warm(store.database)
         services = Services.build(
-            settings, Store.open(settings), password_hasher(settings, metrics), mailer_for(settings)
+            settings, store, password_hasher(settings, metrics), mailer_for(settings)
         )
         return cls(
             settings=settings,

@@ -45,6 +45,9 @@ class Runner(Protocol):
 class Database(Runner, Protocol):
     is_sqlite: bool
 
+    def prepare(self, statement: ClauseElement, *, audited: bool = False) -> None:
+        """Compile ``statement`` now (``audited``: as ``audited()`` will run it), not at its first use."""
+
     def transaction(self) -> AbstractAsyncContextManager[Runner]:
         """A transaction for a use case of several statements: committed when the block exits cleanly, rolled
         back otherwise. Keep the block to the statements: no network calls, no password hashing inside."""

@@ -281,6 +281,13 @@ class PostgresDatabase:
             raise
         return connection
 
+    def prepare(self, statement: ClauseElement, *, audited: bool = False) -> None:
+        if audited:
+            assert isinstance(statement, Update | Insert)
+            self.compile_audited(statement)
+        else:
+            self.compile(statement)
+
     def compile_audited(self, change: Update | Insert) -> Compiled:
         compiled = self._audited.get(change)
         if compiled is None:

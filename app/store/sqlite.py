@@ -181,6 +181,11 @@ class SqliteDatabase:
         self.checkpoint_every = CHECKPOINT_EVERY
         self._checkpoint: asyncio.Task[None] | None = None
 
+    def prepare(self, statement: ClauseElement, *, audited: bool = False) -> None:
+        self.compile(statement)
+        if audited:
+            self.compile(AUDIT_INSERT)
+
     # Connections ---------------------------------------------------------------------------------------------
 
     def _connect(self, busy_timeout_ms: int, *, autocheckpoint: bool) -> sqlite3.Connection:
