@@ -12,10 +12,9 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.utils import get_openapi
 from pydantic import ValidationError
 
-from app.api import bodies, errors
+from app.api import errors, openapi, swagger
 from app.api.limits import BodySizeLimit
 from app.api.metrics import metrics_endpoint, metrics_listener
 from app.api.ratelimit import RateLimitHeaders
@@ -29,21 +28,6 @@ from app.settings import Settings
 logger = logging.getLogger("refreshd")
 # Net allocations between two collections of the garbage collector's youngest generation (Python's default: 700).
 YOUNG_COLLECTION_THRESHOLD = 10_000
-# The documentation's sections, in this order (the routes are declared in another: see create_app).
-OPENAPI_TAGS = [
-    {
-        "name": "auth",
-        "description": "Login, registration, refresh and logout: Strapi's users-permissions paths and the "
-        "refresh-token plugin's.",
-    },
-    {"name": "account", "description": "Password reset and email confirmation."},
-    {"name": "users", "description": "The signed-in user."},
-    {
-        "name": "sessions",
-        "description": "The signed-in user's sessions (devices): list them, end one.",
-    },
-    {"name": "health", "description": "Liveness and readiness probes."},
-]
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock = system_clock) -> FastAPI:
@@ -85,12 +69,18 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
         summary="Strapi-compatible local auth with refresh tokens, sessions and logout.",
         version="0.1.0",
         lifespan=lifespan,
-        openapi_tags=OPENAPI_TAGS,
+        # FastAPI's own /docs and /redoc load their files from a CDN: app.api.swagger serves /docs itself.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+        openapi_url=openapi.OPENAPI_URL if settings.docs_served else None,
     )
     errors.install(app)
     _add_middleware(app, settings, metrics)
     _add_routes(app, settings, metrics_route)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    openapi.install(app, settings)
+    if settings.docs_served:
+        swagger.add_docs_routes(app, openapi.OPENAPI_URL)
     return app
 
 
@@ -193,55 +183,3 @@ def _safe_url(settings: Settings) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(settings.database_url).render_as_string(hide_password=True)
-
-
-# Operations that need an access token; logout takes one, or a refresh token instead.
-_BEARER_ONLY = {
-    ("/api/users/me", "get"),
-    ("/api/auth/sessions", "get"),
-    ("/api/auth/sessions/{session_id}", "delete"),
-    ("/api/auth/change-password", "post"),
-}
-_BEARER_OPTIONAL = {("/api/auth/logout", "post")}
-
-
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """The document FastAPI builds, corrected to what the service does: validation errors are 400 in Strapi's
-    envelope (not 422), every database-backed route can answer 503, and bearer auth is declared."""
-    if app.openapi_schema:
-        return app.openapi_schema
-    schema = get_openapi(
-        title=app.title,
-        version=app.version,
-        summary=app.summary,
-        routes=app.routes,
-        tags=app.openapi_tags,
-    )
-    envelope = {"$ref": "#/components/schemas/ErrorEnvelope"}
-    for path, path_item in schema.get("paths", {}).items():
-        for method, operation in path_item.items():
-            responses = operation.setdefault("responses", {})
-            responses.pop("422", None)
-            if path.startswith("/api/"):
-                responses.setdefault(
-                    "503",
-                    {
-                        "description": "The database is unavailable; try again later",
-                        "content": {"application/json": {"schema": envelope}},
-                    },
-                )
-            if (path, method) in _BEARER_ONLY:
-                operation["security"] = [{"bearerAuth": []}]
-            elif (path, method) in _BEARER_OPTIONAL:
-                operation["security"] = [{"bearerAuth": []}, {}]
-    # The request models of the routes that read their body themselves; FastAPI's own entries take precedence.
-    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-    for name, model_schema in bodies.openapi_components().items():
-        schemas.setdefault(name, model_schema)
-    schemas.pop("HTTPValidationError", None)
-    schemas.pop("ValidationError", None)
-    schema["components"]["securitySchemes"] = {
-        "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
-    }
-    app.openapi_schema = schema
-    return schema
