@@ -229,7 +229,12 @@ for _status in (400, 401, 403):
 def error_examples(operation_id: str, status: int) -> dict[str, Any]:
     """The named examples of one error response, in the form OpenAPI's ``examples`` takes."""
     chosen = BY_OPERATION.get((operation_id, status)) or BY_STATUS.get(status, [])
-    return {name: {"summary": summary, "value": error.body()} for name, summary, error in chosen}
+    examples: dict[str, Any] = {}
+    for name, summary, error in chosen:
+        examples[name] = {"summary": summary, "value": error.body()}
+        if (code := error.details.get("code")) in ERROR_CODES:
+            examples[name]["description"] = ERROR_CODES[code]
+    return examples
 
 
 def success_examples(operation_id: str) -> dict[str, Any]:
