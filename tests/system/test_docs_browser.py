@@ -117,8 +117,8 @@ def test_swagger_ui_renders_every_operation_offline(page: Page, docs: Docs) -> N
 
 @pytest.mark.xfail(
     strict=True,
-    reason="app/api/transport.py refuse_cross_site does not trust the service's own origin yet "
-    "(issue #20, its owner's change; tests/api/test_docs.py has the same case over HTTP)",
+    reason="refuse_cross_site does not trust the origin a request was addressed to yet (issue #20, "
+    "app/api/transport.py; tests/api/test_docs.py has the same cases over HTTP)",
 )
 def test_try_it_out_refreshes_with_the_cookie(page: Page, docs: Docs) -> None:
     _open_docs(page, docs)
