@@ -94,7 +94,13 @@ def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
             allow_origins=settings.allowed_origins,
             allow_credentials=True,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            # X-Strapi-Refresh-Cookie: Strapi core's session-mode clients ask for the cookie with it.
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-Request-ID",
+                "X-Strapi-Refresh-Cookie",
+            ],
             expose_headers=["X-Request-ID"],
             max_age=600,
         )

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA_HEAD = "0006"
+SCHEMA_HEAD = "0007"
 
 
 def alembic_base() -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -16,10 +17,13 @@ from app.services import tokens
 from app.services.client import Client
 from app.services.sessions import RefreshToken
 from app.services.tokens import TokenKeys
-from app.settings import Settings, cookie_domain
+from app.settings import Settings, cookie_domain, url_origin
 from app.store import UserRecord
 
 COOKIE_PATH = "/api/auth"
+# Strapi core's session mode: a client asks, request by request, for its refresh token in an HttpOnly cookie.
+STRAPI_COOKIE_HEADER = "x-strapi-refresh-cookie"
+STRAPI_COOKIE_VALUE = "httpOnly"  # compared exactly, as Strapi does
 # RFC 6749 §5.1: a response carrying a token or account data must not be kept by any cache (Pragma for HTTP/1.0
 # ones). Raw and constant: the hottest routes add them by extending a list, with no header parsing per request.
 NO_STORE_HEADERS = ((b"cache-control", b"no-store"), (b"pragma", b"no-cache"))
@@ -84,29 +88,55 @@ def client_of(request: Request, trusted_proxies: Networks) -> Client:
     )
 
 
-def refresh_token_of(
-    request: Request, settings: Settings, body_token: object
-) -> tuple[str | None, bool]:
-    """The presented refresh token and whether it came from the cookie (cookie first, then the body)."""
+@dataclass(frozen=True, slots=True)
+class RefreshCookie:
+    """A cookie the refresh token travels in: ours in cookie mode, or Strapi core's (``strapi_up_refresh``)."""
+
+    name: str
+    path: str
+
+
+def refresh_cookies(settings: Settings) -> tuple[RefreshCookie, ...]:
+    """The cookies a refresh token is read from, in order: ours in cookie mode, then Strapi core's."""
+    cookies = []
     if settings.cookie_response:
-        cookie = request.cookies.get(settings.cookie_name)
-        if cookie:
-            return cookie, True
+        cookies.append(RefreshCookie(settings.cookie_name, COOKIE_PATH))
+    if settings.strapi_refresh_cookie_header:
+        cookies.append(RefreshCookie(settings.strapi_cookie_name, settings.strapi_cookie_path))
+    return tuple(cookies)
+
+
+def refresh_token_of(
+    request: Request, cookies: tuple[RefreshCookie, ...], body_token: object
+) -> tuple[str | None, bool]:
+    """The presented refresh token and whether it came from one of ``cookies`` (cookies first, then the body).
+    Strapi core reads its cookie whether or not the request carries ``x-strapi-refresh-cookie``."""
+    for cookie in cookies:
+        value = request.cookies.get(cookie.name)
+        if value:
+            return value, True
     if isinstance(body_token, str) and body_token:
         return body_token, False
     return None, False
 
 
-def refuse_cross_site(request: Request, settings: Settings) -> None:
-    """A request riding on the refresh cookie must come from one of our own origins.
+def trusted_origins(settings: Settings) -> frozenset[str]:
+    """The origins that may use the refresh cookie: the configured ones, and this service's own as PUBLIC_URL
+    names it (its Swagger UI). Not the request's Host: behind some proxies the client chooses it."""
+    origins = {o.lower() for o in settings.allowed_origins}
+    if own := url_origin(settings.public_url):
+        origins.add(own)
+    return frozenset(origins)
+
+
+def refuse_cross_site(request: Request, trusted: frozenset[str]) -> None:
+    """A request riding on the refresh cookie must come from one of our own origins (``trusted_origins``).
 
     Browsers send ``Origin`` on cross-origin POSTs and ``Sec-Fetch-Site`` on all requests; clients that send
     neither are not browsers, so no other site can be acting through them.
     """
     origin = request.headers.get("origin")
-    if origin is not None and origin.rstrip("/").lower() not in {
-        o.lower() for o in settings.allowed_origins
-    }:
+    if origin is not None and origin.rstrip("/").lower() not in trusted:
         raise ForbiddenError(code="CROSS_SITE_REQUEST")
     if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
         raise ForbiddenError(code="CROSS_SITE_REQUEST")
@@ -126,25 +156,33 @@ def token_response(
     *,
     now: datetime,
     cookie_allowed: bool = True,
+    cookie: RefreshCookie | None = None,
 ) -> JSONResponse:
-    """The body, with the refresh token in it, or in the cookie in cookie mode."""
-    in_cookie = settings.cookie_response and cookie_allowed
-    if refresh is not None and not in_cookie:
+    """The body, with the refresh token in it, or in ``cookie`` (default: ours, in cookie mode)."""
+    if cookie is None and settings.cookie_response and cookie_allowed:
+        cookie = RefreshCookie(settings.cookie_name, COOKIE_PATH)
+    if refresh is not None and cookie is None:
         payload = {**payload, "refreshToken": refresh.value}
     response = private_json(payload)
-    if refresh is not None and in_cookie:
-        set_refresh_cookie(response, settings, refresh, now=now)
+    if refresh is not None and cookie is not None:
+        set_refresh_cookie(response, settings, refresh, now=now, cookie=cookie)
     return response
 
 
 def set_refresh_cookie(
-    response: JSONResponse, settings: Settings, refresh: RefreshToken, *, now: datetime
+    response: JSONResponse,
+    settings: Settings,
+    refresh: RefreshToken,
+    *,
+    now: datetime,
+    cookie: RefreshCookie | None = None,
 ) -> None:
+    cookie = cookie or RefreshCookie(settings.cookie_name, COOKIE_PATH)
     response.set_cookie(
-        settings.cookie_name,
+        cookie.name,
         refresh.value,
         max_age=max(0, int((refresh.expires_at - now).total_seconds())),
-        path=COOKIE_PATH,
+        path=cookie.path,
         domain=cookie_domain(settings),
         secure=settings.cookie_is_secure,
         httponly=True,
@@ -152,10 +190,13 @@ def set_refresh_cookie(
     )
 
 
-def clear_refresh_cookie(response: JSONResponse, settings: Settings) -> None:
+def clear_refresh_cookie(
+    response: JSONResponse, settings: Settings, cookie: RefreshCookie | None = None
+) -> None:
+    cookie = cookie or RefreshCookie(settings.cookie_name, COOKIE_PATH)
     response.delete_cookie(
-        settings.cookie_name,
-        path=COOKIE_PATH,
+        cookie.name,
+        path=cookie.path,
         domain=cookie_domain(settings),
         secure=settings.cookie_is_secure,
         httponly=True,
@@ -165,35 +206,76 @@ def clear_refresh_cookie(response: JSONResponse, settings: Settings) -> None:
 
 class TokenTransport:
     """How tokens travel, chosen once from the settings: the refresh token in the JSON body, or in cookie mode
-    (``COOKIE_RESPONSE``) in an HttpOnly cookie, read back from it first. Access tokens always go in the body."""
+    (``COOKIE_RESPONSE``) in an HttpOnly cookie, read back from it first. A request with Strapi core's
+    ``x-strapi-refresh-cookie: httpOnly`` gets it in Strapi's cookie instead, whatever the mode. Access tokens
+    always go in the body."""
 
     def __init__(self, settings: Settings, keys: TokenKeys) -> None:
         self.settings = settings
         self.keys = keys
         self.cookie = settings.cookie_response
+        self.ours = RefreshCookie(settings.cookie_name, COOKIE_PATH)
+        self.strapi = RefreshCookie(settings.strapi_cookie_name, settings.strapi_cookie_path)
+        self.strapi_header = settings.strapi_refresh_cookie_header
+        self.read_from = refresh_cookies(settings)
+        self.trusted = trusted_origins(settings)
+
+    def wants_strapi_cookie(self, request: Request) -> bool:
+        """Whether the client asks, as Strapi core's session mode does, for its refresh token in an HttpOnly
+        cookie."""
+        return (
+            self.strapi_header and request.headers.get(STRAPI_COOKIE_HEADER) == STRAPI_COOKIE_VALUE
+        )
+
+    def cookie_for(self, request: Request | None) -> RefreshCookie | None:
+        """The cookie this request's refresh token goes in; None: the body."""
+        if request is not None and self.wants_strapi_cookie(request):
+            return self.strapi
+        return self.ours if self.cookie else None
 
     def signed_in(
-        self, user: UserRecord, session_id: str, refresh: RefreshToken | None, *, now: datetime
+        self,
+        user: UserRecord,
+        session_id: str,
+        refresh: RefreshToken | None,
+        *,
+        now: datetime,
+        request: Request | None = None,
     ) -> JSONResponse:
-        """``{jwt, user}`` for a session, with its refresh token in the body or the cookie."""
+        """``{jwt, user}`` for a session, with its refresh token in the body or a cookie (``request``: its
+        ``x-strapi-refresh-cookie`` counts)."""
         jwt = tokens.issue_access_token(self.keys, user_id=user.id, session_id=session_id, now=now)
-        return self.tokens({"jwt": jwt, "user": user_payload(user)}, refresh, now=now)
+        return self.tokens(
+            {"jwt": jwt, "user": user_payload(user)}, refresh, now=now, request=request
+        )
 
     def tokens(
-        self, payload: dict[str, Any], refresh: RefreshToken | None, *, now: datetime
+        self,
+        payload: dict[str, Any],
+        refresh: RefreshToken | None,
+        *,
+        now: datetime,
+        request: Request | None = None,
     ) -> JSONResponse:
-        return token_response(self.settings, payload, refresh, now=now)
+        cookie = self.cookie_for(request)
+        if cookie is None:  # the body, whatever the mode
+            return token_response(self.settings, payload, refresh, now=now, cookie_allowed=False)
+        return token_response(self.settings, payload, refresh, now=now, cookie=cookie)
 
     def presented(self, request: Request, body_token: object) -> tuple[str | None, bool]:
-        """The refresh token a request presents, and whether it came from the cookie (which must then come from
+        """The refresh token a request presents, and whether it came from a cookie (which must then come from
         one of our origins: checked here)."""
-        token, from_cookie = refresh_token_of(request, self.settings, body_token)
+        token, from_cookie = refresh_token_of(request, self.read_from, body_token)
         if from_cookie:
-            refuse_cross_site(request, self.settings)
+            refuse_cross_site(request, self.trusted)
         return token, from_cookie
 
-    def logged_out(self, *, clear: bool = True) -> JSONResponse:
+    def logged_out(self, *, clear: bool = True, request: Request | None = None) -> JSONResponse:
+        """``{"ok": true}``, clearing our cookie in cookie mode, and Strapi's when the request asks for it."""
         response = JSONResponse({"ok": True})
-        if self.cookie and clear:
-            clear_refresh_cookie(response, self.settings)
+        if clear:
+            if self.cookie:
+                clear_refresh_cookie(response, self.settings, self.ours)
+            if request is not None and self.wants_strapi_cookie(request):
+                clear_refresh_cookie(response, self.settings, self.strapi)
         return response

@@ -44,6 +44,8 @@ class Session(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_reason: Mapped[str | None] = mapped_column(String(32))
     device_name: Mapped[str | None] = mapped_column(String(128))
+    # The client's own name for its device (Strapi core's ``deviceId``): logout can end every session of one device.
+    device_id: Mapped[str | None] = mapped_column(String(255))
     user_agent: Mapped[str | None] = mapped_column(String(512))
     ip: Mapped[str | None] = mapped_column(String(64))
 

@@ -77,6 +77,22 @@ Email = Annotated[
 NewPassword = Annotated[Text, Field(min_length=1), AfterValidator(_within_bcrypt_limit)]
 
 
+def _device_or_nothing(value: object) -> object:
+    """Strapi core's reading of ``deviceId``: a non-empty string, else no device at all (never an error)."""
+    return value if isinstance(value, str) and value else None
+
+
+DEVICE_ID_LENGTH = 255  # Strapi's column, and ours
+DeviceId = Annotated[
+    Annotated[Text, Field(max_length=DEVICE_ID_LENGTH)] | None,
+    BeforeValidator(_device_or_nothing),
+    Field(
+        description="Strapi core's session mode: the client's own name for this device; "
+        "logout can end every session of it"
+    ),
+]
+
+
 class LoginRequest(BaseModel):
     """Log in with an email (any case) or a username (exact) and a password."""
 
@@ -91,6 +107,7 @@ class LoginRequest(BaseModel):
     password: Required
     # A JSON boolean (a wrong type is a 400, as the contract says; never JavaScript truthiness).
     requestRefresh: StrictBool = False
+    deviceId: DeviceId = None
 
 
 class RegisterRequest(BaseModel):
@@ -237,6 +254,8 @@ class LogoutRequest(BaseModel):
         Field(json_schema_extra={"enum": ["local", "others", "all"]}),
     ] = "local"
     refreshToken: Text | None = None
+    # Strapi core: end every session of this device instead (``scope: "all"`` still wins).
+    deviceId: DeviceId = None
 
 
 class OkResponse(BaseModel):
@@ -245,6 +264,9 @@ class OkResponse(BaseModel):
 
 class SessionOut(BaseModel):
     id: str
+    deviceId: str | None = Field(
+        default=None, description="Present when the login named its device (Strapi core's deviceId)"
+    )
     deviceName: str | None
     ip: str | None
     current: bool

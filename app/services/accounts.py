@@ -109,9 +109,15 @@ class AccountService:
         self.policy = policy
 
     async def register(
-        self, reg: users.Registration, client: Client, *, now: datetime
+        self,
+        reg: users.Registration,
+        client: Client,
+        *,
+        now: datetime,
+        with_refresh: bool = False,
     ) -> Registered:
-        """Create the account and start a session, or, with EMAIL_CONFIRMATION on, mail a confirmation link."""
+        """Create the account and start a session, or, with EMAIL_CONFIRMATION on, mail a confirmation link.
+        The session has a refresh token with ``with_refresh`` or REQUEST_REFRESH_ON_ALL."""
         users.check_registration(reg, self.policy.passwords)
         # Refuse a taken name before paying for a hash. One turn of the anonymous hashing cap covers the look-up
         # too: a flood holds as many database connections as hashing threads, not one each.
@@ -136,7 +142,9 @@ class AccountService:
             if confirm:
                 code = await self.recovery.issue_confirmation(tx, user.id, now=now)
             else:
-                started = await self._start(tx, user, password_hash, client, now=now)
+                started = await self._start(
+                    tx, user, password_hash, client, now=now, with_refresh=with_refresh
+                )
                 return Registered(user, SignedIn(user, started.session_id, started.refresh))
         # The account and its code are committed before the email goes: a failed send loses nothing, and
         # send-email-confirmation can try again.
@@ -155,6 +163,7 @@ class AccountService:
         client: Client,
         *,
         now: datetime,
+        with_refresh: bool,
     ) -> Started:
         started = await self.sessions.start(
             repos,
@@ -162,17 +171,24 @@ class AccountService:
             verified_hash,
             client,
             now=now,
-            with_refresh=self.policy.request_refresh_on_all,
+            with_refresh=with_refresh or self.policy.request_refresh_on_all,
             audited=False,
         )
         assert started is not None  # the transaction wrote this account's hash itself
         return started
 
     async def login(
-        self, identifier: str, password: str, client: Client, *, now: datetime, with_refresh: bool
+        self,
+        identifier: str,
+        password: str,
+        client: Client,
+        *,
+        now: datetime,
+        with_refresh: bool,
+        device_id: str | None = None,
     ) -> SignedIn:
-        """Check the credentials and start a session. ``identifier`` is an email (any case) or a username, in
-        NFKC form. A refusal is audited, then raised."""
+        """Check the credentials and start a session (on the client's ``device_id``, if it names one).
+        ``identifier`` is an email (any case) or a username, in NFKC form. A refusal is audited, then raised."""
         candidate = await self.store.users.login_candidate(users.LOCAL, identifier)
         try:
             user, upgraded_hash = await users.check_credentials(
@@ -205,6 +221,7 @@ class AccountService:
                 now=now,
                 with_refresh=with_refresh,
                 audited=True,
+                device_id=device_id,
             )
             if started is not None and upgraded_hash:
                 # Conditional on the verified hash, so a concurrent change wins.

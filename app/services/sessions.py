@@ -74,6 +74,7 @@ class Revocation(StrEnum):
     LOGOUT = "logout"
     LOGOUT_OTHERS = "logout_others"
     LOGOUT_ALL = "logout_all"
+    LOGOUT_DEVICE = "logout_device"
     USER_REVOKED = "revoked_by_user"
     REUSE = "reuse_detected"
     PASSWORD_CHANGED = "password_changed"  # noqa: S105 - a reason
@@ -83,6 +84,14 @@ class Revocation(StrEnum):
 
 
 LOGOUT_REASONS = {"all": Revocation.LOGOUT_ALL, "others": Revocation.LOGOUT_OTHERS}
+
+
+def logout_reason(scope: str, device_id: str | None) -> Revocation:
+    """Why a logout revoked what it did: Strapi core's order, ``scope: "all"`` first, then a device, then the
+    scope."""
+    if device_id is not None and scope != "all":
+        return Revocation.LOGOUT_DEVICE
+    return LOGOUT_REASONS.get(scope, Revocation.LOGOUT)
 
 
 def new_session_id() -> str:
@@ -106,6 +115,7 @@ class SessionView:
     current: bool
     login_at: datetime
     last_active_at: datetime
+    device_id: str | None = None
 
 
 class SessionService:
@@ -143,10 +153,12 @@ class SessionService:
         now: datetime,
         with_refresh: bool,
         audited: bool,
+        device_id: str | None = None,
     ) -> Started | None:
         """Open a session, if the account still has ``verified_hash`` and is not blocked (None otherwise). With
         a refresh token it lives until SESSION_MAX_AGE (its token until the idle expiry); without one, as long
-        as its access token. ``audited``: record it as a login (in the same statement)."""
+        as its access token. ``audited``: record it as a login (in the same statement). ``device_id``: the
+        client's own name for its device, which a logout may name."""
         session_id = new_session_id()
         life = self.lifetimes
         expires_at = now + (life.session_max if with_refresh else life.access)
@@ -163,6 +175,7 @@ class SessionService:
             ip=client.ip,
             user_agent=user_agent,
             device_name=device_name(user_agent),
+            device_id=device_id,
         )
         if not await repos.sessions.start(new, audited=audited):
             return None
@@ -272,10 +285,19 @@ class SessionService:
             return None
         return Identity(claims.user_id, claims.session_id, claims.generation)
 
-    async def logout(self, who: Identity, scope: str, client: Client, *, now: datetime) -> int:
-        """End the session, or the user's others, or all; how many sessions were revoked. Only a live credential
-        may end *other* sessions: a token of a revoked session, or a refresh token rotated away, ends at most its
-        own session."""
+    async def logout(
+        self,
+        who: Identity,
+        scope: str,
+        client: Client,
+        *,
+        now: datetime,
+        device_id: str | None = None,
+    ) -> int:
+        """End the session, or the user's others, or all, or every session of one device (``device_id``, as
+        Strapi core: ``scope: "all"`` wins over it, it wins over the other scopes); how many sessions were
+        revoked. Only a live credential may end *other* sessions: a token of a revoked session, or a refresh
+        token rotated away, ends at most its own session."""
         grace_start = now - self.lifetimes.reuse_grace
         async with self.store.transaction() as tx:
             named = await tx.sessions.named(
@@ -290,15 +312,20 @@ class SessionService:
                     or named.in_grace
                 )
             )
-            if scope == "local" or not live:
+            reason = logout_reason(scope, device_id)
+            if not live or reason is Revocation.LOGOUT:
                 reason = Revocation.LOGOUT
                 revoked = int(
                     await tx.sessions.revoke(
                         who.session_id, reason=reason.value, now=now, user_id=who.user_id
                     )
                 )
+            elif reason is Revocation.LOGOUT_DEVICE:
+                assert device_id is not None
+                revoked = await tx.sessions.revoke_device(
+                    who.user_id, device_id, reason=reason.value, now=now
+                )
             else:
-                reason = LOGOUT_REASONS[scope]
                 keep = who.session_id if scope == "others" else None
                 revoked = await tx.sessions.revoke_all(
                     who.user_id, reason=reason.value, now=now, keep=keep
@@ -312,6 +339,7 @@ class SessionService:
                 user_agent=client.short_user_agent,
                 scope=scope,
                 revoked=revoked,
+                **({"by_device": True} if reason is Revocation.LOGOUT_DEVICE else {}),
             )
         return revoked
 
@@ -322,7 +350,15 @@ class SessionService:
             user_id, now=now, access_cutoff=now - self.lifetimes.access
         )
         views = [
-            SessionView(r.id, r.device_name, r.ip, r.id == current, r.created_at, r.last_active_at)
+            SessionView(
+                r.id,
+                r.device_name,
+                r.ip,
+                r.id == current,
+                r.created_at,
+                r.last_active_at,
+                r.device_id,
+            )
             for r in rows
         ]
         views.sort(key=lambda v: (not v.current, -v.last_active_at.timestamp(), v.id))

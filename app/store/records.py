@@ -42,6 +42,7 @@ class SessionRecord:
     device_name: str | None
     user_agent: str | None
     ip: str | None
+    device_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,6 +91,7 @@ _SESSION_VALUES: dict[str, ColumnElement[Any]] = {
     "ip": bindparam("ip_", type_=String()),
     "user_agent": bindparam("ua", type_=String()),
     "device_name": bindparam("device", type_=String()),
+    "device_id": bindparam("device_id", type_=String()),
 }
 _START = (
     insert(SESSIONS)
@@ -125,6 +126,11 @@ _REVOKE_VALUES = {"revoked_at": NOW, "revoked_reason": bindparam("reason", type_
 _REVOKE_ONE = update(SESSIONS).where(S.id == SID, _NOT_REVOKED).values(**_REVOKE_VALUES)
 _REVOKE_ONE_OF_USER = update(SESSIONS).where(THIS_SESSION, _NOT_REVOKED).values(**_REVOKE_VALUES)
 _REVOKE_ALL = update(SESSIONS).where(S.user_id == UID, _NOT_REVOKED).values(**_REVOKE_VALUES)
+_REVOKE_DEVICE = (
+    update(SESSIONS)
+    .where(S.user_id == UID, S.device_id == bindparam("device_id"), _NOT_REVOKED)
+    .values(**_REVOKE_VALUES)
+)
 _REVOKE_OTHERS = (
     update(SESSIONS)
     .where(S.user_id == UID, S.id != bindparam("keep"), _NOT_REVOKED)
@@ -188,6 +194,8 @@ class NewSession:
     ip: str | None
     user_agent: str | None
     device_name: str | None
+    # The client's own name for its device (Strapi core's ``deviceId``).
+    device_id: str | None = None
 
     def values(self) -> dict[str, Any]:
         with_refresh = self.refresh_expires_at is not None
@@ -203,6 +211,7 @@ class NewSession:
             "ip_": self.ip,
             "ua": self.user_agent,
             "device": self.device_name,
+            "device_id": self.device_id,
             "event": Event.LOGIN_SUCCEEDED.value,
             "details": {"refresh_token": with_refresh},
         }
@@ -314,6 +323,13 @@ class Sessions:
         """Revoke every session of a user not yet revoked, except ``keep``; how many."""
         values = {"uid": user_id, "keep": keep, "reason": reason, "now_": now}
         return await self._runner.run(_REVOKE_ALL if keep is None else _REVOKE_OTHERS, values)
+
+    async def revoke_device(
+        self, user_id: int, device_id: str, *, reason: str, now: datetime
+    ) -> int:
+        """Revoke every session of a user that its client started under ``device_id``; how many."""
+        values = {"uid": user_id, "device_id": device_id, "reason": reason, "now_": now}
+        return await self._runner.run(_REVOKE_DEVICE, values)
 
     async def listed(
         self, user_id: int, *, now: datetime, access_cutoff: datetime

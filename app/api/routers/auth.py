@@ -47,7 +47,7 @@ from app.schemas.common import user_payload
 from app.services import sessions, tokens, users
 from app.services.accounts import login_failure
 from app.services.reuse import Rejection
-from app.services.sessions import LOGOUT_REASONS, Refreshed, Refused, Revocation
+from app.services.sessions import Refreshed, Refused, Revocation
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
@@ -74,10 +74,12 @@ async def registration_open(runtime: RuntimeDep) -> None:
     summary="Log in with an identifier (email or username) and a password",
 )
 async def login(
-    body: LoginRequest, runtime: RuntimeDep, now: Now, client: ClientDep
+    request: Request, body: LoginRequest, runtime: RuntimeDep, now: Now, client: ClientDep
 ) -> JSONResponse:
     """Returns a short-lived access token and the user; with `requestRefresh: true` (or `REQUEST_REFRESH_ON_ALL`)
-    also a refresh token, in the body or, in cookie mode, in an HttpOnly cookie. Every login starts a session."""
+    also a refresh token, in the body or, in cookie mode, in an HttpOnly cookie. With Strapi core's
+    `x-strapi-refresh-cookie: httpOnly` header, a refresh token always, in Strapi's cookie. Every login starts a
+    session, on the client's `deviceId` if it names one."""
     # NFKC, as usernames and emails are stored: one account (and one wrong-password budget) per spelling.
     identifier = users.normalize_username(body.identifier)
     try:
@@ -88,7 +90,13 @@ async def login(
         raise
     try:
         signed = await runtime.services.accounts.login(
-            identifier, body.password, client, now=now, with_refresh=body.requestRefresh
+            identifier,
+            body.password,
+            client,
+            now=now,
+            # Only Strapi core's clients send the header, and they never send requestRefresh: they always get one.
+            with_refresh=body.requestRefresh or runtime.transport.wants_strapi_cookie(request),
+            device_id=body.deviceId,
         )
     except DatabaseUnavailable:
         raise  # an outage is no login outcome
@@ -97,7 +105,9 @@ async def login(
         raise
     await runtime.limiter.login_succeeded(attempt)
     runtime.metrics.count_login("success")
-    return runtime.transport.signed_in(signed.user, signed.session_id, signed.refresh, now=now)
+    return runtime.transport.signed_in(
+        signed.user, signed.session_id, signed.refresh, now=now, request=request
+    )
 
 
 @router.post(
@@ -109,13 +119,16 @@ async def login(
     summary="Register a local account",
 )
 async def register(
-    body: RegisterRequest, runtime: RuntimeDep, now: Now, client: ClientDep
+    request: Request, body: RegisterRequest, runtime: RuntimeDep, now: Now, client: ClientDep
 ) -> JSONResponse:
     """Creates the account (email stored lower-cased), starts a session and returns its access token (and a refresh
-    token when `REQUEST_REFRESH_ON_ALL` is on). With `EMAIL_CONFIRMATION` on, it returns only `{user}` and emails a
+    token when `REQUEST_REFRESH_ON_ALL` is on, or with Strapi core's `x-strapi-refresh-cookie` header: then in the
+    body, as Strapi core returns it here). With `EMAIL_CONFIRMATION` on, it returns only `{user}` and emails a
     confirmation link instead."""
     registration = users.Registration(body.username, body.email, body.password)
-    registered = await runtime.services.accounts.register(registration, client, now=now)
+    registered = await runtime.services.accounts.register(
+        registration, client, now=now, with_refresh=runtime.transport.wants_strapi_cookie(request)
+    )
     signed = registered.signed_in
     if signed is None:
         return transport.private_json({"user": user_payload(registered.user)})
@@ -145,7 +158,7 @@ async def refresh(request: Request) -> JSONResponse:
     jwt = tokens.issue_access_token(
         runtime.transport.keys, user_id=outcome.user_id, session_id=outcome.session_id, now=now
     )
-    return runtime.transport.tokens({"jwt": jwt}, outcome.refresh, now=now)
+    return runtime.transport.tokens({"jwt": jwt}, outcome.refresh, now=now, request=request)
 
 
 def _count_refresh(metrics: Metrics, outcome: Refreshed | Refused) -> None:
@@ -193,8 +206,10 @@ async def logout(
     body: LogoutRequest | None = Body(default=None),  # noqa: B008
 ) -> JSONResponse:
     """Works with a valid access token, or with only a refresh token (cookie or body), so a client whose access
-    token expired can still log out. `scope`: `local` (default), `others` or `all`. Clears the cookie."""
+    token expired can still log out. `scope`: `local` (default), `others` or `all`; or `deviceId` (Strapi core's
+    session mode): every session of that device (`scope: all` wins over it). Clears the cookie."""
     scope = body.scope if body else "local"
+    device_id = body.deviceId if body else None
     service = runtime.services.sessions
     identity: sessions.Identity | None = None
     failure: AppError | None = None
@@ -212,16 +227,18 @@ async def logout(
         if token is not None:
             identity = service.identify(token, now=now)
             if identity is None and from_cookie:
-                return (
-                    runtime.transport.logged_out()
-                )  # an unusable cookie: nothing to revoke, cleared
+                # An unusable cookie: nothing to revoke, cleared.
+                return runtime.transport.logged_out(request=request)
             if identity is None:
                 failure = UnauthorizedError(sessions.INVALID_REFRESH_TOKEN)
     if identity is None:
         raise failure or ForbiddenError()
-    revoked = await service.logout(identity, scope, client, now=now)
-    runtime.metrics.count_revoked(LOGOUT_REASONS.get(scope, Revocation.LOGOUT).value, revoked)
-    return runtime.transport.logged_out(clear=scope != "others")
+    revoked = await service.logout(identity, scope, client, now=now, device_id=device_id)
+    reason = sessions.logout_reason(scope, device_id)
+    runtime.metrics.count_revoked(reason.value, revoked)
+    return runtime.transport.logged_out(
+        clear=reason is not Revocation.LOGOUT_OTHERS, request=request
+    )
 
 
 @router.post(

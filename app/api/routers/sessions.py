@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -13,7 +14,7 @@ from app.api.docs import errors
 from app.errors import NotFoundError
 from app.schemas.auth import EmptyData, SessionsResponse
 from app.schemas.common import iso_ms
-from app.services.sessions import Revocation
+from app.services.sessions import Revocation, SessionView
 
 router = APIRouter(prefix="/api/auth/sessions", tags=["sessions"])
 
@@ -31,21 +32,23 @@ async def list_sessions(principal: CurrentPrincipal, runtime: RuntimeDep, now: N
     views = await runtime.services.sessions.listed(
         principal.user.id, current=principal.session_id, now=now
     )
-    return transport.private_json(
-        {
-            "data": [
-                {
-                    "id": v.id,
-                    "deviceName": v.device_name,
-                    "ip": v.ip,
-                    "current": v.current,
-                    "loginAt": iso_ms(v.login_at),
-                    "lastActiveAt": iso_ms(v.last_active_at),
-                }
-                for v in views
-            ]
-        }
-    )
+    return transport.private_json({"data": [_session_entry(v) for v in views]})
+
+
+def _session_entry(view: SessionView) -> dict[str, Any]:
+    """One session as the list shows it; ``deviceId`` after ``id`` when the login named one (Strapi core leaves
+    it out otherwise, and so do we)."""
+    entry: dict[str, Any] = {"id": view.id}
+    if view.device_id is not None:
+        entry["deviceId"] = view.device_id
+    entry |= {
+        "deviceName": view.device_name,
+        "ip": view.ip,
+        "current": view.current,
+        "loginAt": iso_ms(view.login_at),
+        "lastActiveAt": iso_ms(view.last_active_at),
+    }
+    return entry
 
 
 @router.delete(
