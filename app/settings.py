@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     SecretStr,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -36,7 +37,14 @@ from app.config.secret_keys import (
     secret_problem,
     write_secrets,
 )
-from app.config.urls import domain_of, normalize_database_url, url_origin
+from app.config.urls import (
+    check_database_url,
+    check_redis_url,
+    check_web_url,
+    domain_of,
+    normalize_database_url,
+    url_origin,
+)
 from app.durations import format_duration, parse_duration
 from app.security.passwords import BCRYPT_MAX_BYTES
 
@@ -48,6 +56,7 @@ __all__ = [
     "Duration",
     "Settings",
     "cookie_domain",
+    "describe_invalid",
     "normalize_database_url",
     "secret_problem",
     "url_origin",
@@ -60,6 +69,16 @@ Duration = Annotated[
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str),
 ]
+
+
+def describe_invalid(exc: ValidationError) -> str:
+    """A refused configuration in one line, each problem led by the setting it is about:
+    ``LOG_LEVEL: Input should be 'DEBUG', ...; PRODUCTION_URL: 'x y' is not an http(s) URL``."""
+    return "; ".join(
+        (f"{'.'.join(str(part) for part in error['loc']).upper()}: " if error["loc"] else "")
+        + str(error["msg"]).removeprefix("Value error, ")
+        for error in exc.errors()
+    )
 
 
 def cookie_domain(settings: Settings) -> str | None:
@@ -81,12 +100,16 @@ class DatabaseSettings(BaseSettings):
         hide_input_in_errors=True,
     )
 
-    database_url: str = "sqlite+aiosqlite:///./refreshd.db"
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./refreshd.db",
+        description="an SQLite file (sqlite:///path/to/file.db; its folder must exist) or "
+        "postgresql://user:password@host:5432/database",
+    )
 
     @field_validator("database_url")
     @classmethod
     def _normalize_database_url(cls, value: str) -> str:
-        return normalize_database_url(value)
+        return check_database_url(normalize_database_url(value.strip()))
 
 
 class Settings(DatabaseSettings, DocsSettings, StrapiSessionSettings):
@@ -99,38 +122,112 @@ class Settings(DatabaseSettings, DocsSettings, StrapiSessionSettings):
         hide_input_in_errors=True,
     )
 
-    environment: Literal["development", "production", "test"] = "development"
-    # The process's one PostgreSQL pool: connections for requests (one more is kept for housekeeping batches).
-    db_pool_size: int = Field(default=20, ge=1, le=500)
-    sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
-
-    jwt_secret: SecretStr = SecretStr("")
-    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
-    jwt_expires_in: Duration = timedelta(minutes=15)
-    refresh_jwt_secret: SecretStr = SecretStr("")
-    refresh_token_expires_in: Duration = timedelta(days=30)
-    session_max_age: Duration = timedelta(days=90)
-    refresh_token_reuse_grace: Duration = timedelta(seconds=10)
-    request_refresh_on_all: bool = False
-    refresh_token_rotation: bool = True
-    cookie_response: bool = False
-    production_url: str | None = None
-    cookie_name: str = Field(default="refreshToken", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    cookie_secure: bool | None = Field(
-        default=None, description="Default: on when PRODUCTION_URL is https"
+    environment: Literal["development", "production", "test"] = Field(
+        default="development",
+        description="production refuses to start with missing, short (< 32 bytes), well-known or shared "
+        "secrets, and never writes mail links to the log",
     )
-    cookie_samesite: Literal["lax", "strict", "none"] = "lax"
-    cookie_domain: str | None = None
-    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    audit_retention: Duration = timedelta(days=90)
-    session_purge_interval: Duration = timedelta(hours=1)
-    session_purge_batch: int = Field(default=100, ge=1, le=100_000)
+    # The process's one PostgreSQL pool: connections for requests (one more is kept for housekeeping batches).
+    db_pool_size: int = Field(
+        default=20,
+        ge=1,
+        le=500,
+        description="PostgreSQL connections per worker for requests (one more for the purge); keep "
+        "workers x (DB_POOL_SIZE + 1) under max_connections",
+    )
+    sqlite_busy_timeout_ms: int = Field(
+        default=5000,
+        ge=0,
+        description="how long an SQLite writer waits for another process (the CLI, a second worker) "
+        "before answering 503",
+    )
 
-    rate_limit_enabled: bool = True
+    jwt_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="signs access tokens; at least 32 random bytes: "
+        "python3 -c 'import secrets; print(secrets.token_urlsafe(48))' (unset: generated in development)",
+    )
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = Field(
+        default="HS256", description="HS256, HS384 or HS512; verification accepts only this one"
+    )
+    jwt_expires_in: Duration = Field(
+        default=timedelta(minutes=15), description="access-token lifetime"
+    )
+    refresh_jwt_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="signs refresh tokens: a different key from JWT_SECRET (unset: generated in "
+        "development)",
+    )
+    refresh_token_expires_in: Duration = Field(
+        default=timedelta(days=30),
+        description="idle lifetime of a refresh token (slides with each rotation)",
+    )
+    session_max_age: Duration = Field(
+        default=timedelta(days=90),
+        description="absolute lifetime of a session; rotation never extends it",
+    )
+    refresh_token_reuse_grace: Duration = Field(
+        default=timedelta(seconds=10),
+        description="a just-replaced refresh token presented again within this window gets the same "
+        "successor",
+    )
+    request_refresh_on_all: bool = Field(
+        default=False,
+        description="every login (and register) gets a refresh token without asking",
+    )
+    refresh_token_rotation: bool = Field(
+        default=True,
+        description="each refresh returns a successor and retires the presented token",
+    )
+    cookie_response: bool = Field(
+        default=False,
+        description="the refresh token travels in an HttpOnly cookie instead of the body",
+    )
+    production_url: str | None = Field(
+        default=None,
+        description="the frontend's URL or bare host: an allowed origin, the cookie's Domain, and Secure "
+        "cookies when https",
+    )
+    cookie_name: str = Field(
+        default="refreshToken",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="the refresh cookie's name",
+    )
+    cookie_secure: bool | None = Field(
+        default=None,
+        description="force the cookie's Secure flag on or off (unset: on when PRODUCTION_URL is https)",
+    )
+    cookie_samesite: Literal["lax", "strict", "none"] = Field(
+        default="lax", description="lax, strict, or none (only with Secure cookies)"
+    )
+    cookie_domain: str | None = Field(
+        default=None,
+        description="the cookie's Domain (unset: the host of PRODUCTION_URL; none for localhost and IPs)",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated origins allowed CORS with credentials (and the refresh cookie)",
+    )
+    audit_retention: Duration = Field(
+        default=timedelta(days=90), description="audit events older than this are purged"
+    )
+    session_purge_interval: Duration = Field(
+        default=timedelta(hours=1),
+        description="how often dead sessions, used codes and old audit events are deleted",
+    )
+    session_purge_batch: int = Field(
+        default=100, ge=1, le=100_000, description="rows deleted per purge batch"
+    )
+
+    rate_limit_enabled: bool = Field(
+        default=True, description="Strapi's rate limits and the per-address and per-account budgets"
+    )
     rate_limit_max: int = Field(
         default=10, ge=1, description="requests per window, per route and key"
     )
-    rate_limit_interval: Duration = timedelta(seconds=60)
+    rate_limit_interval: Duration = Field(
+        default=timedelta(seconds=60), description="the rate-limit window"
+    )
     rate_limit_ipv6_prefix: int = Field(
         default=64, ge=1, le=128, description="an IPv6 client counts by its network of this size"
     )
@@ -142,44 +239,91 @@ class Settings(DatabaseSettings, DocsSettings, StrapiSessionSettings):
         default="5/minute;10/10 minutes;20/hour",
         description="login attempts per account across addresses, from addresses it never logged in from",
     )
-    redis_url: str | None = Field(default=None, description="shares rate limits across instances")
-    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    max_body_size: int = Field(default=64 * 1024, ge=1024, description="bytes")
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://host:6379/0 shares rate limits across instances (unset: each counts alone)",
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated addresses or networks whose X-Forwarded-For is believed",
+    )
+    max_body_size: int = Field(
+        default=64 * 1024, ge=1024, description="bytes; a larger request body gets 413"
+    )
 
-    allow_register: bool = True
-    email_confirmation: bool = False
-    password_min_length: int = Field(default=6, ge=1, le=BCRYPT_MAX_BYTES)
+    allow_register: bool = Field(
+        default=True, description="off: register answers 'Register action is currently disabled'"
+    )
+    email_confirmation: bool = Field(
+        default=False,
+        description="new accounts must confirm their email address before they can log in",
+    )
+    password_min_length: int = Field(
+        default=6, ge=1, le=BCRYPT_MAX_BYTES, description="the shortest password accepted"
+    )
     password_max_bytes: int = Field(
         default=BCRYPT_MAX_BYTES,
         ge=8,
         le=BCRYPT_MAX_BYTES,
-        description="bcrypt's limit is the ceiling",
+        description="the longest password accepted, in UTF-8 bytes (bcrypt's limit is the ceiling)",
     )
 
     public_url: str = Field(
-        default="http://127.0.0.1:8000", description="this service's own URL, for links in emails"
+        default="http://127.0.0.1:8000",
+        description="this service's own URL, for the confirmation links in emails",
     )
     reset_password_url: str | None = Field(
-        default=None, description="the frontend's reset page; the link adds ?code=<code>"
+        default=None,
+        description="set this to your frontend's reset-password page; the emailed link adds ?code=<code> "
+        "(unset: PUBLIC_URL/reset-password, a page refreshd does not serve)",
     )
-    reset_password_ttl: Duration = timedelta(hours=1)
-    email_confirmation_ttl: Duration = timedelta(days=3)
-    email_confirmation_redirect: str = "/"
-    smtp_host: str | None = None
-    smtp_port: int = Field(default=587, ge=1, le=65535)
-    smtp_username: str | None = None
-    smtp_password: SecretStr | None = None
-    smtp_starttls: bool = True
-    smtp_use_tls: bool = False
-    smtp_timeout: float = Field(default=10.0, gt=0, le=300)
-    mail_from: str = "refreshd <no-reply@localhost>"
-    mail_outbox: Path | None = Field(default=None, description="development: also write mails here")
-    mail_templates: Path | None = None
+    reset_password_ttl: Duration = Field(
+        default=timedelta(hours=1), description="how long a password-reset code works"
+    )
+    email_confirmation_ttl: Duration = Field(
+        default=timedelta(days=3), description="how long an email-confirmation code works"
+    )
+    email_confirmation_redirect: str = Field(
+        default="/", description="where a followed confirmation link sends the browser"
+    )
+    smtp_host: str | None = Field(
+        default=None,
+        description="the SMTP server (unset: emails go to the log in development, nowhere in production)",
+    )
+    smtp_port: int = Field(default=587, ge=1, le=65535, description="the SMTP server's port")
+    smtp_username: str | None = Field(
+        default=None, description="SMTP login, with SMTP_PASSWORD (both or neither)"
+    )
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password")
+    smtp_starttls: bool = Field(
+        default=True, description="require STARTTLS (never sends the password in clear)"
+    )
+    smtp_use_tls: bool = Field(
+        default=False, description="implicit TLS from the first byte (port 465) instead of STARTTLS"
+    )
+    smtp_timeout: float = Field(
+        default=10.0, gt=0, le=300, description="seconds one whole send may take"
+    )
+    mail_from: str = Field(
+        default="refreshd <no-reply@localhost>", description="the sender of every email"
+    )
+    mail_outbox: Path | None = Field(
+        default=None, description="development: also write each email here as an .eml file"
+    )
+    mail_templates: Path | None = Field(
+        default=None,
+        description="a folder with reset_password.txt / email_confirmation.txt ('Subject: ...', a blank "
+        "line, the body with $url, $username, $email, $expires_in)",
+    )
 
-    argon2_memory_cost: int = Field(default=19456, ge=19456, description="KiB; OWASP minimum")
-    argon2_time_cost: int = Field(default=2, ge=2)
-    argon2_parallelism: int = Field(default=1, ge=1)
-    hash_workers: int = Field(default=0, ge=0, description="0 means one per CPU core")
+    argon2_memory_cost: int = Field(
+        default=19456, ge=19456, description="argon2id memory per hash, KiB (OWASP minimum)"
+    )
+    argon2_time_cost: int = Field(default=2, ge=2, description="argon2id iterations")
+    argon2_parallelism: int = Field(default=1, ge=1, description="argon2id lanes")
+    hash_workers: int = Field(
+        default=0, ge=0, description="password-hashing threads; 0 means one per CPU core"
+    )
     hash_anonymous_concurrency: int = Field(
         default=0,
         ge=0,
@@ -191,8 +335,14 @@ class Settings(DatabaseSettings, DocsSettings, StrapiSessionSettings):
         description="a failed password check takes at least this long; unset: measured at start",
     )
 
-    dev_secrets_file: Path = Path(".refreshd-secrets.json")
-    log_level: str = "INFO"
+    dev_secrets_file: Path = Field(
+        default=Path(".refreshd-secrets.json"),
+        description="where development keeps the secrets it generates when JWT_SECRET and "
+        "REFRESH_JWT_SECRET are unset",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL"
+    )
     log_format: Literal["auto", "json", "text"] = Field(
         default="auto", description="auto: JSON in production, readable text elsewhere"
     )
@@ -263,9 +413,7 @@ class Settings(DatabaseSettings, DocsSettings, StrapiSessionSettings):
             try:
                 ipaddress.ip_network(item, strict=False)
             except ValueError:
-                raise ValueError(
-                    f"TRUSTED_PROXIES: {item!r} is not an IP address or network"
-                ) from None
+                raise ValueError(f"{item!r} is not an IP address or network") from None
         return value
 
     @field_validator("rate_limit_per_email", "rate_limit_login_attempts")
@@ -283,6 +431,30 @@ class Settings(DatabaseSettings, DocsSettings, StrapiSessionSettings):
     @classmethod
     def _blank_redis(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _valid_redis_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_redis_url(value)
+
+    @field_validator("production_url", "cookie_domain")
+    @classmethod
+    def _valid_site(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        check_web_url(value, bare_host=True)
+        domain_of(value)  # a host that cannot be a cookie's Domain
+        return value
+
+    @field_validator("public_url", "reset_password_url")
+    @classmethod
+    def _valid_web_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_web_url(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("cookie_samesite", mode="before")
     @classmethod

@@ -47,4 +47,5 @@ class Event(StrEnum):
     USER_BLOCKED = "user.blocked"
     USER_UNBLOCKED = "user.unblocked"
     USER_CREATED = "user.created"
+    USER_DELETED = "user.deleted"
     PASSWORD_SET = "password.set_by_admin"  # noqa: S105

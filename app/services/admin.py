@@ -1,5 +1,5 @@
-"""The operator's use cases, for the command line: create, block and re-password accounts, look at and end
-sessions, read the audit trail. Audited as done ``by: cli``."""
+"""The operator's use cases, for the command line: create, list, block, re-password and delete accounts, look at
+and end sessions, read the audit trail. Audited as done ``by: cli``."""
 
 from __future__ import annotations
 
@@ -68,6 +68,33 @@ class AdminService:
             user = await create_account(tx, reg, password_hash, confirmed=confirmed, now=now)
             await tx.audit.record(Event.USER_CREATED, now=now, user_id=user.id, by="cli")
         return user
+
+    async def list_users(
+        self,
+        *,
+        after: int = 0,
+        limit: int = 50,
+        search: str | None = None,
+        blocked: bool | None = None,
+        confirmed: bool | None = None,
+    ) -> list[UserRecord]:
+        """A page of accounts by id: those after ``after``, matching ``search`` (a part of the username or email,
+        any case) and the given states (None: either)."""
+        return await self.store.users.page(
+            after=after, limit=limit, search=search, blocked=blocked, confirmed=confirmed
+        )
+
+    async def delete_user(self, user_id: int, *, now: datetime) -> int:
+        """Delete an account: every session is revoked (audited, with how many were live), then the account, its
+        sessions and its codes are deleted. Its earlier audit rows stay. How many sessions were live."""
+        async with self.store.transaction() as tx:
+            revoked = await tx.sessions.revoke_all(user_id, reason=Revocation.ADMIN.value, now=now)
+            if not await tx.users.delete(user_id):
+                raise NotFoundError(f"no user with id {user_id}")
+            await tx.audit.record(
+                Event.USER_DELETED, now=now, user_id=user_id, by="cli", sessions_revoked=revoked
+            )
+        return revoked
 
     async def set_blocked(self, user_id: int, blocked: bool, *, now: datetime) -> int:
         """Block (every session revoked at once) or unblock; how many sessions were revoked."""

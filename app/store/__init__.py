@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.sql.dml import UpdateBase
 
+from app.errors import DatabaseUnavailable
 from app.settings import Settings
 from app.store.audit import AuditTrail
 from app.store.codes import Codes
@@ -73,13 +73,27 @@ class Store(Repositories):
         """A housekeeping batch (``app.store.housekeeping``), committed on its own beside the requests."""
         return await self.database.write_alone(statement, values)
 
-    async def schema_version(self) -> Any:
-        """The Alembic revision the database is at."""
-        row = await self.database.one(_SCHEMA_VERSION)
-        return None if row is None else row["version_num"]
+    async def schema_version(self) -> str | None:
+        """The Alembic revision the database is at; None if it was never migrated (no ``alembic_version`` table,
+        or an empty one). A database that cannot be reached raises, as any statement does."""
+        try:
+            row = await self.database.one(_SCHEMA_VERSION)
+        except Exception as exc:
+            if _no_such_table(exc):
+                return None
+            raise
+        return None if row is None else str(row["version_num"])
 
     async def close(self) -> None:
         await self.database.close()
+
+
+def _no_such_table(exc: Exception) -> bool:
+    """SQLite's "no such table" (an OperationalError, which the store reports as unavailable) or PostgreSQL's
+    undefined_table (SQLSTATE 42P01)."""
+    if isinstance(exc, DatabaseUnavailable):
+        return exc.reason.startswith("no such table")
+    return getattr(exc, "sqlstate", None) == "42P01"
 
 
 def open_database(settings: Settings) -> Database:

@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Integer, String, bindparam, insert, or_, select, update
+from sqlalchemy import (
+    Boolean,
+    Integer,
+    String,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from app.db import UTCDateTime, utc_ms
 from app.store.database import Runner
@@ -56,6 +67,29 @@ _BY_EMAIL = select(USERS).where(U.email == bindparam("email"))
 _BY_USERNAME = select(USERS).where(U.username == bindparam("username"))
 _LOCAL_BY_EMAIL = select(USERS).where(U.provider == "local", U.email == bindparam("email")).limit(1)
 _NAMES = select(U.id, U.username, U.email).order_by(U.id)
+# A page of accounts by id, after a given id (keyset paging: stable while accounts come and go). The filters are
+# always applied, so the statement is one constant: a LIKE pattern of "%" matches every name, and each state is a
+# pair of accepted values ((false, true) for any, (true, true) for blocked only).
+_PAGE = (
+    select(USERS)
+    .where(
+        U.id > bindparam("after", type_=Integer()),
+        or_(
+            func.lower(U.username).like(bindparam("pattern", type_=String()), escape="\\"),
+            U.email.like(bindparam("pattern", type_=String()), escape="\\"),
+        ),
+        U.blocked.in_(
+            [bindparam("blocked_a", type_=Boolean()), bindparam("blocked_b", type_=Boolean())]
+        ),
+        U.confirmed.in_(
+            [bindparam("confirmed_a", type_=Boolean()), bindparam("confirmed_b", type_=Boolean())]
+        ),
+    )
+    .order_by(U.id)
+    .limit(bindparam("limit", type_=Integer()))
+)
+# Its sessions and account codes go with it (ON DELETE CASCADE); its audit rows stay (they hold no foreign key).
+_DELETE = delete(USERS).where(U.id == UID)
 # Conditional on the hash the caller verified: a concurrent change in between makes this one miss.
 _UPGRADE_HASH = (
     update(USERS)
@@ -82,6 +116,11 @@ _SET_BLOCKED = (
     .where(U.id == UID)
     .values(blocked=bindparam("blocked", type_=Boolean()), updated_at=STAMP)
 )
+
+
+def _escape_like(text: str) -> str:
+    """``text`` matched literally inside a LIKE pattern escaped with a backslash."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _user(row: dict[str, Any] | None) -> UserRecord | None:
@@ -128,6 +167,32 @@ class Users:
         """Every account's id, username and email, by id."""
         rows = await self._runner.all(_NAMES)
         return [(row["id"], row["username"], row["email"]) for row in rows]
+
+    async def page(
+        self,
+        *,
+        after: int,
+        limit: int,
+        search: str | None = None,
+        blocked: bool | None = None,
+        confirmed: bool | None = None,
+    ) -> list[UserRecord]:
+        """Up to ``limit`` accounts with ids above ``after``, by id: those whose username or email contains
+        ``search`` (any case), in the given states (None: either)."""
+        values = {
+            "after": after,
+            "limit": limit,
+            "pattern": f"%{_escape_like(search.lower())}%" if search else "%",
+            "blocked_a": False if blocked is None else blocked,
+            "blocked_b": True if blocked is None else blocked,
+            "confirmed_a": False if confirmed is None else confirmed,
+            "confirmed_b": True if confirmed is None else confirmed,
+        }
+        return [UserRecord(**row) for row in await self._runner.all(_PAGE, values)]
+
+    async def delete(self, user_id: int) -> bool:
+        """Delete the account, its sessions and codes with it; whether there was one."""
+        return bool(await self._runner.run(_DELETE, {"uid": user_id}))
 
     async def upgrade_hash(self, user_id: int, old_hash: str, new_hash: str) -> None:
         """Replace an outdated hash, unless the password changed meanwhile."""

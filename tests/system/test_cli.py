@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from jose import jwt as jose_jwt
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.models import Session
@@ -44,6 +44,8 @@ COMMANDS = [
     ["user", "unblock"],
     ["user", "set-password"],
     ["user", "show"],
+    ["user", "list"],
+    ["user", "delete"],
     ["user", "collisions"],
     ["sessions"],
     ["sessions", "list"],
@@ -259,8 +261,12 @@ async def test_audit_command_reads_the_trail(client: httpx.AsyncClient, database
     assert [e["event"] for e in events] == ["login.succeeded", "login.failed", "user.registered"]
     assert events[1]["details"] == {"reason": "invalid_credentials"}
     assert all(e["user"] == 1 for e in events)
-    plain = run_cli(database_url, "audit", "--limit", "1")
-    assert len(plain.stdout.strip().splitlines()) == 1
+    plain = run_cli(database_url, "audit", "--limit", "2")
+    lines = plain.stdout.strip().splitlines()
+    assert len(lines) == 2
+    # The text form's details are JSON too, never a Python dict's repr.
+    assert lines[1].endswith(' {"reason": "invalid_credentials"}'), lines[1]
+    assert lines[0].split()[1] == "login.succeeded"
 
 
 def test_purge_command(database_url: str) -> None:
@@ -479,3 +485,137 @@ async def test_cli_and_api_agree_on_live_sessions(
     everything = run_cli(database_url, "sessions", "list", "--username", "alice", "--all")
     states = {line.split()[0]: line.split()[1] for line in everything.stdout.splitlines()}
     assert (states[sids[1]], states[sids[2]], states[sids[3]]) == ("expired", "live", "revoked")
+
+
+# --- the command line itself: version, help, defaults ---------------------------------------------------------
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    result = run_cli("sqlite+aiosqlite:///unused.db", "--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"refreshd {version('refreshd')}"
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        (["serve"], ["(default: 127.0.0.1)", "(default: 8000)", "(default: 20)"]),
+        (["audit"], ["events to print (default: 50)"]),
+        (["import-strapi"], ["(default: 2000)"]),
+        (["user", "list"], ["accounts per page (default: 50)", "start after this id (default: 0)"]),
+    ],
+)
+def test_help_shows_every_default(command: list[str], shown: list[str]) -> None:
+    result = run_cli("sqlite+aiosqlite:///unused.db", *command, "--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())  # argparse wraps lines
+    for part in shown:
+        assert part in text
+
+
+def _help_options(command: list[str]) -> list[str]:
+    """The option lines of a command's help that carry no help text."""
+    result = run_cli("sqlite+aiosqlite:///unused.db", *command, "--help")
+    lines = result.stdout.splitlines()
+    bare = []
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith("-") and "  " not in stripped:
+            following = lines[index + 1] if index + 1 < len(lines) else ""
+            if not following.startswith(" " * 10):  # nor on the next line
+                bare.append(stripped)
+    return bare
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c], ids=" ".join)
+def test_every_option_has_help_text(command: list[str]) -> None:
+    assert _help_options(command) == []
+
+
+def test_help_does_not_import_the_application() -> None:
+    """`refreshd --help` and a mistyped argument answer before the app (SQLAlchemy, pydantic, the store) is even
+    imported: the command modules are loaded when a command runs."""
+    probe = (
+        "import sys, contextlib, io\n"
+        "from app import cli\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "    cli.main(['--help'])\n"
+        "heavy = sorted(m for m in ('sqlalchemy', 'pydantic', 'fastapi', 'app.store', 'app.settings',"
+        " 'app.services.admin', 'app.runtime') if m in sys.modules)\n"
+        "print(','.join(heavy))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
+
+
+async def test_user_list_filters_and_pages(client: httpx.AsyncClient, database_url: str) -> None:
+    for name in ("alice", "bob_1", "bob%2", "carol"):
+        await register(client, name, f"{name.replace('%', 'pct')}@example.com")
+    assert run_cli(database_url, "user", "block", "--username", "carol").returncode == 0
+
+    def listed(*args: str) -> list[dict[str, object]]:
+        result = run_cli(database_url, "user", "list", "--json", *args)
+        assert result.returncode == 0, result.stderr
+        return [json.loads(line) for line in result.stdout.splitlines()]
+
+    assert [u["username"] for u in listed()] == ["alice", "bob_1", "bob%2", "carol"]
+    assert "password" not in json.dumps(listed()).lower()
+    # Paging by id: the next page starts after the last id seen.
+    first = listed("--limit", "2")
+    assert [u["username"] for u in first] == ["alice", "bob_1"]
+    assert [u["username"] for u in listed("--limit", "2", "--after", str(first[-1]["id"]))] == [
+        "bob%2",
+        "carol",
+    ]
+    # A search is a part of the username or email, any case; % and _ are themselves, not wildcards.
+    assert [u["username"] for u in listed("--search", "BOB")] == ["bob_1", "bob%2"]
+    assert [u["username"] for u in listed("--search", "b_")] == ["bob_1"]
+    assert [u["username"] for u in listed("--search", "%")] == ["bob%2"]
+    assert [u["username"] for u in listed("--search", "pct2@")] == ["bob%2"]
+    assert [u["username"] for u in listed("--blocked")] == ["carol"]
+    assert listed("--unconfirmed") == []
+    text = run_cli(database_url, "user", "list", "--limit", "1")
+    assert text.stdout.split()[1] == "alice"
+    assert text.stderr.strip() == "more: --after 1"
+
+
+async def test_user_delete_revokes_everything_and_is_audited(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    alice = await register(client)
+    device = (await login(client, requestRefresh=True)).json()
+    bob = await register(client, "bob", "bob@example.com")
+    deleted = run_cli(database_url, "user", "delete", "--email", "ALICE@example.com")
+    assert deleted.returncode == 0, deleted.stderr
+    assert deleted.stdout.strip() == f"user {alice['user']['id']} deleted; 2 sessions revoked"
+    # Every token of the account stops working at once; the other account is untouched.
+    assert (await client.get("/api/users/me", headers=bearer(alice["jwt"]))).status_code == 401
+    refreshed = await client.post(
+        "/api/auth/refresh", json={"refreshToken": device["refreshToken"]}
+    )
+    assert refreshed.status_code == 401
+    assert (await client.get("/api/users/me", headers=bearer(bob["jwt"]))).status_code == 200
+    assert (await login(client)).status_code == 400
+    # Its sessions went with it (the foreign key cascades), its audit trail stays, with the deletion last.
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            left = await connection.execute(
+                select(Session.id).where(Session.user_id == alice["user"]["id"])
+            )
+            assert left.all() == []
+    finally:
+        await engine.dispose()
+    trail = run_cli(database_url, "audit", "--json", "--id", str(alice["user"]["id"]))
+    events = [json.loads(line) for line in trail.stdout.splitlines()]
+    assert events[0]["event"] == "user.deleted"
+    assert events[0]["details"] == {"by": "cli", "sessions_revoked": 2}
+    assert events[-1]["event"] == "user.registered"
+    again = run_cli(database_url, "user", "delete", "--id", str(alice["user"]["id"]))
+    assert again.returncode == 1
+    assert again.stderr.strip() == f"refreshd: no user with id {alice['user']['id']}"

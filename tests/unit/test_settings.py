@@ -19,6 +19,7 @@ from pydantic import ValidationError as PydanticValidationError
 from app.settings import (
     MIN_SECRET_BYTES,
     Settings,
+    describe_invalid,
     normalize_database_url,
     secret_problem,
 )
@@ -227,8 +228,7 @@ def test_environment_variable_names(monkeypatch: pytest.MonkeyPatch) -> None:
         ("postgresql://u:p@db:5432/app", "postgresql+asyncpg://u:p@db:5432/app"),
         ("postgresql+asyncpg://u@db/app", "postgresql+asyncpg://u@db/app"),
         ("sqlite:///x.db", "sqlite+aiosqlite:///x.db"),
-        ("sqlite:////abs/path/x.db", "sqlite+aiosqlite:////abs/path/x.db"),
-        ("sqlite://", "sqlite+aiosqlite://"),
+        ("sqlite:////tmp/x.db", "sqlite+aiosqlite:////tmp/x.db"),
         ("sqlite+aiosqlite:///./refreshd.db", "sqlite+aiosqlite:///./refreshd.db"),
     ],
 )
@@ -324,3 +324,89 @@ def test_production_returns_self_unchanged(tmp_path: Path) -> None:
     assert unvalidated.with_development_secrets() is unvalidated
     assert unvalidated.jwt_secret.get_secret_value() == ""
     assert not (tmp_path / "secrets.json").exists()
+
+
+# --- settings that are refused, in words that name them ------------------------------------------------------
+
+
+def problem(**values: Any) -> str:
+    with pytest.raises(PydanticValidationError) as caught:
+        build(**values)
+    return describe_invalid(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "garbage",
+            "DATABASE_URL: not a database URL: use sqlite:///path/to/file.db or postgresql://",
+        ),
+        ("://", "DATABASE_URL: not a database URL"),
+        ("mysql://root:hunter2@db/app", "DATABASE_URL: unsupported database 'mysql'"),
+        ("mongodb+srv://u:hunter2@db/app", "DATABASE_URL: unsupported database 'mongodb+srv'"),
+        ("sqlite://", "DATABASE_URL: refreshd needs an SQLite database file"),
+        ("sqlite:///:memory:", "DATABASE_URL: refreshd needs an SQLite database file"),
+        (
+            "sqlite:////no/such/folder/x.db",
+            "DATABASE_URL: the folder '/no/such/folder' of the SQLite",
+        ),
+        ("postgresql://u:hunter2@db:99999/app", "DATABASE_URL: the port is not a number"),
+        ("postgresql://u:hunter2@db:port/app", "DATABASE_URL: "),
+    ],
+)
+def test_a_bad_database_url_is_named_without_its_password(url: str, message: str) -> None:
+    text = problem(database_url=url)
+    assert text.startswith(message)
+    assert "hunter2" not in text
+
+
+def test_an_sqlite_file_in_an_existing_folder_is_accepted(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/new.db"
+    assert build(database_url=url).database_url == f"sqlite+aiosqlite:///{tmp_path}/new.db"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"redis_url": "garbage"}, "REDIS_URL: not a Redis URL"),
+        ({"redis_url": "http://cache:6379"}, "REDIS_URL: not a Redis URL"),
+        ({"redis_url": "redis://:hunter2@"}, "REDIS_URL: not a Redis URL"),
+        ({"log_level": "verbose"}, "LOG_LEVEL: Input should be 'DEBUG', 'INFO', 'WARNING'"),
+        (
+            {"production_url": "not a url"},
+            "PRODUCTION_URL: 'not a url' is not an http(s) URL or a host",
+        ),
+        ({"production_url": "ftp://example.com"}, "PRODUCTION_URL: 'ftp://example.com' is not"),
+        ({"production_url": "https://"}, "PRODUCTION_URL: 'https://' is not"),
+        (
+            {"production_url": "https://exa_mple.com"},
+            "PRODUCTION_URL: 'https://exa_mple.com' is not",
+        ),
+        ({"production_url": "https://example.com:99999"}, "PRODUCTION_URL: "),
+        ({"cookie_domain": "a b"}, "COOKIE_DOMAIN: 'a b' is not"),
+        ({"public_url": "127.0.0.1:8000"}, "PUBLIC_URL: '127.0.0.1:8000' is not an http(s) URL"),
+        ({"reset_password_url": "/reset"}, "RESET_PASSWORD_URL: '/reset' is not an http(s) URL"),
+        ({"trusted_proxies": "10.0.0.0/8,nope"}, "TRUSTED_PROXIES: 'nope' is not an IP address"),
+    ],
+)
+def test_a_bad_setting_is_named(values: dict[str, str], message: str) -> None:
+    text = problem(**values)
+    assert text.startswith(message), text
+    assert "hunter2" not in text
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"redis_url": "rediss://:pw@cache.internal:6380/2"}, "rediss://:pw@cache.internal:6380/2"),
+        ({"log_level": "debug"}, "DEBUG"),
+        ({"production_url": "app.example.com"}, "app.example.com"),
+        ({"production_url": "http://localhost:3000"}, "http://localhost:3000"),
+        ({"production_url": "https://[::1]:8443/app"}, "https://[::1]:8443/app"),
+        ({"public_url": "https://auth.example.com/base/"}, "https://auth.example.com/base/"),
+    ],
+)
+def test_good_values_are_kept(values: dict[str, str], expected: str) -> None:
+    [(name, _)] = values.items()
+    assert getattr(build(**values), name) == expected

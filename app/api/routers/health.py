@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from app.api.deps import RuntimeDep
 from app.migrations_info import expected_head
+from app.services.schema import NOT_MIGRATED
 
 router = APIRouter(tags=["health"])
 READINESS_TIMEOUT = 3.0
@@ -37,13 +38,17 @@ async def healthz() -> Health:
     summary="The database answers and its schema is this build's",
 )
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
-    """200 when the database answers within 3 s and is migrated to this build's head; 503 otherwise."""
+    """200 when the database answers within 3 s and is migrated to this build's head; 503 otherwise, saying
+    which: the database unreachable, its schema never migrated, or at another revision."""
     expected = expected_head()
     try:
         async with asyncio.timeout(READINESS_TIMEOUT):
             current = await runtime.store.schema_version()
     except Exception:  # any failure to answer means "not ready", never a 500
         body = {"status": "unavailable", "database": "unreachable", "migrations": "unknown"}
+        return JSONResponse(body, status_code=503)
+    if current is None:
+        body = {"status": "unavailable", "database": "ok", "migrations": NOT_MIGRATED}
         return JSONResponse(body, status_code=503)
     if current != expected:
         body = {
