@@ -6,6 +6,7 @@ import asyncio
 from logging.config import fileConfig
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -18,6 +19,12 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 target_metadata = Base.metadata
+
+# Two instances started at once on one PostgreSQL would both find the schema behind and both create
+# it: the second fails on tables that now exist. Each migration run takes this transaction-level
+# advisory lock first, so the runs queue: the later one finds the schema at head and does nothing.
+# The key is the bytes of "refreshd" read as a 64-bit number.
+MIGRATION_LOCK_KEY = int.from_bytes(b"refreshd", "big")
 
 
 def database_url() -> str:
@@ -45,6 +52,13 @@ def do_run_migrations(connection: Connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Held until this transaction (all migrations: PostgreSQL's DDL is transactional)
+            # ends; taken before Alembic reads the current revision, so a run that waited reads
+            # the winner's.
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+            )
         context.run_migrations()
 
 
