@@ -4,8 +4,8 @@
 #   docker run -p 8000:8000 -v refreshd-data:/data \
 #     -e JWT_SECRET=... -e REFRESH_JWT_SECRET=... refreshd
 # In production (the default here) the service refuses to start without two different secrets of
-# at least 32 bytes each. tests/system/test_container.py runs the same install and start scripts
-# without Docker.
+# at least 32 bytes each. compose.yaml runs it with PostgreSQL and Redis. tests/system/test_container.py
+# builds this file unchanged with buildah and runs the image (README, "Container").
 
 FROM python:3.11-slim AS builder
 
@@ -21,7 +21,8 @@ RUN --mount=type=cache,target=/root/.cache/uv sh docker/install.sh deps
 
 # Then the service itself, installed as a regular (non-editable) package: the source tree stays here.
 COPY app/ app/
-RUN --mount=type=cache,target=/root/.cache/uv sh docker/install.sh project
+RUN --mount=type=cache,target=/root/.cache/uv sh docker/install.sh project \
+    && sh docker/install.sh trim
 
 
 FROM python:3.11-slim
@@ -41,6 +42,8 @@ COPY alembic.ini ./
 COPY migrations/ migrations/
 COPY --chmod=0755 docker/entrypoint.sh docker/entrypoint.sh
 
+# DEV_SECRETS_FILE is a path, not a secret (production never writes it).
+# hadolint ignore=DL3064
 ENV PATH=/opt/venv/bin:$PATH \
     ENVIRONMENT=production \
     DATABASE_URL=sqlite+aiosqlite:////data/refreshd.db \

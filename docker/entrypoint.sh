@@ -7,6 +7,11 @@ set -eu
 # alembic.ini and migrations/ sit beside docker/.
 cd "$(dirname "$0")/.."
 
+# Settings first: a container missing its secrets (or with any other bad setting) stops here, in one line, before
+# it touches the database, rather than migrating it and then refusing to serve.
+python -c 'from app.main import settings_from_environment; settings_from_environment()'
+
+# Several containers may start at once on one PostgreSQL: migrations/env.py makes them take turns.
 alembic upgrade head
 
 # exec: uvicorn replaces this shell, so it receives SIGTERM and shuts down gracefully.

@@ -4,6 +4,7 @@
 #
 #   sh docker/install.sh deps      # only pyproject.toml, uv.lock and README.md are needed
 #   sh docker/install.sh project   # then app/ too; installed non-editable
+#   sh docker/install.sh trim      # then drop from the venv what the service never imports
 #
 # Run it from the source directory. The venv goes to $UV_PROJECT_ENVIRONMENT (default /opt/venv).
 set -eu
@@ -24,8 +25,22 @@ case "${1:-}" in
     project)
         uv sync --frozen --no-dev --no-editable
         ;;
+    trim)
+        # Locked, but never imported by the service: python-jose's pure-Python key backends (it signs with
+        # the cryptography backend; ecdsa also carries an unfixed timing advisory), and the HTTP client that
+        # only the tests use. tests/system/test_container.py checks they are gone and the service imports whole.
+        uv pip uninstall --python "$UV_PROJECT_ENVIRONMENT/bin/python" ecdsa rsa pyasn1 httpx httpcore
+        # Sources and headers that wheels ship beside their compiled modules, and the libraries' own test
+        # suites (SQLAlchemy's is loaded only by its test plugin, with the dialects' provision modules).
+        site="$("$UV_PROJECT_ENVIRONMENT/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
+        find "$site" -type f \( -name '*.pyx' -o -name '*.pxd' -o -name '*.pyi' -o -name '*.c' -o -name '*.cpp' \
+            -o -name '*.h' \) -delete
+        rm -rf "$site/sqlalchemy/testing" "$site/alembic/testing" "$site/mako/testing" "$site/aiosqlite/tests" \
+            "$site/certifi/tests" "$site"/sqlalchemy/dialects/*/provision.py \
+            "$site"/sqlalchemy/dialects/*/__pycache__/provision.*.pyc
+        ;;
     *)
-        echo "usage: sh docker/install.sh deps|project" >&2
+        echo "usage: sh docker/install.sh deps|project|trim" >&2
         exit 2
         ;;
 esac
