@@ -21,6 +21,11 @@ def production_problems(settings: Settings) -> list[str]:
         problems.append("JWT_SECRET and REFRESH_JWT_SECRET must be different keys")
     if settings.email_confirmation and not settings.smtp_host:
         problems.append("EMAIL_CONFIRMATION needs SMTP_HOST (mail would only go to the log)")
+    if settings.smtp_host and not settings.reset_password_url:
+        # The default, PUBLIC_URL/reset-password, is a page refreshd does not serve: every link would be a 404.
+        problems.append(
+            "SMTP_HOST sends password-reset links: set RESET_PASSWORD_URL to your frontend's reset page"
+        )
     if (
         settings.cookie_response
         and settings.cookie_secure is None

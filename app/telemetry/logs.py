@@ -45,10 +45,16 @@ _SysExcInfo = (
 
 class _TextFormatter(logging.Formatter):
     """Human-readable lines, redacted whole: tracebacks too (exception messages may quote input), even one
-    another handler formatted first and cached on the record."""
+    another handler formatted first and cached on the record. The one exception is a record marked
+    ``redaction_exempt`` (the development mailer's link, which must stay clickable: see ``RedactSecrets``)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        text = super().format(record)
+        return text if _exempt(record) else redact(text)
+
+
+def _exempt(record: logging.LogRecord) -> bool:
+    return getattr(record, "redaction_exempt", False) is True and not record.exc_info
 
 
 def _redact_lines(text: str | list[str]) -> str | list[str]:

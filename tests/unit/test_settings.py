@@ -410,3 +410,15 @@ def test_a_bad_setting_is_named(values: dict[str, str], message: str) -> None:
 def test_good_values_are_kept(values: dict[str, str], expected: str) -> None:
     [(name, _)] = values.items()
     assert getattr(build(**values), name) == expected
+
+
+def test_production_mail_needs_a_reset_page() -> None:
+    """The default reset link, PUBLIC_URL/reset-password, is no page of refreshd's: production that sends mail
+    must say where its frontend's reset page is."""
+    message = refusal(smtp_host="smtp.example.com")
+    assert "set RESET_PASSWORD_URL to your frontend's reset page" in message
+    settings = production(
+        smtp_host="smtp.example.com", reset_password_url="https://app.example.com/reset"
+    )
+    assert settings.reset_link_base == "https://app.example.com/reset"
+    assert production().reset_password_url is None  # no mail, no link: nothing to set
