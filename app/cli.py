@@ -10,7 +10,6 @@ each command imports what it uses when it runs.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -47,6 +46,8 @@ def _settings() -> Settings:
 def _run(work: Callable[[Settings, AdminService], Awaitable[int]]) -> int:
     """Open the store, check that the database answers and is at this build's schema, then ``work``."""
     settings = _settings()
+    import asyncio
+
     from app.services.admin import AdminService
     from app.store import Store
 
