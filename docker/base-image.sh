@@ -30,7 +30,13 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT INT TERM
 root="$work/rootfs"
 
-debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates "$SUITE" "$root" "$MIRROR"
+echo "base-image.sh: debootstrap $SUITE (minbase, python3) ..."
+if ! debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates "$SUITE" "$root" "$MIRROR" \
+    >"$work/debootstrap.log" 2>&1; then
+    tail -n 40 "$work/debootstrap.log" >&2
+    echo "base-image.sh: debootstrap failed" >&2
+    exit 1
+fi
 # The official image's layout: its interpreter and pip answer at /usr/local/bin.
 chroot "$root" /usr/bin/python3 -m venv /usr/local
 chroot "$root" /usr/local/bin/python -c 'import ssl, sys, venv; assert sys.version_info[:2] == (3, 11)'
@@ -40,10 +46,10 @@ rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/
     "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/var/log/*.log
 
 tar -C "$root" --numeric-owner -cf "$work/rootfs.tar" .
-podman import \
+podman import --quiet \
     --change 'ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' \
     --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
     --change 'CMD ["python3"]' \
     "$work/rootfs.tar" "$IMAGE"
-podman image inspect --format '{{.Id}} {{.Size}}' "$IMAGE"
+podman image inspect --format "base-image.sh: $IMAGE {{.Id}}, {{.Size}} bytes" "$IMAGE"
