@@ -194,14 +194,15 @@ async def test_sessions_list_and_revoke(client: httpx.AsyncClient, database_url:
 
 
 async def test_the_cli_and_the_api_count_the_same_sessions_live(
-    client: httpx.AsyncClient, database_url: str
+    client: httpx.AsyncClient, database_url: str, clock: FakeClock
 ) -> None:
     """One rule (SESSION_LISTED) for both: an idle-expired session whose last access token may still be in use is
     listed; one idle-expired for longer, one past its absolute end and a revoked one are not."""
     await register(client)  # an access-only session: live for its access token's 15 minutes
     signed = [(await login(client, requestRefresh=True)).json() for _ in range(5)]
     ids = [jose_jwt.get_unverified_claims(s["jwt"])["sid"] for s in signed]
-    now = datetime.now(UTC)
+    # The app's time; the CLI reads the real clock, a few seconds later: every state below reads the same on both.
+    now = clock.now
     engine = create_async_engine(database_url)
     try:
         async with engine.begin() as connection:
