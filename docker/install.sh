@@ -27,9 +27,9 @@ case "${1:-}" in
         ;;
     trim)
         # Locked, but never imported by the service: python-jose's pure-Python key backends (it signs with
-        # the cryptography backend; ecdsa also carries an unfixed timing advisory), and the HTTP client that
-        # only the tests use. tests/system/test_container.py checks they are gone and the service imports whole.
-        uv pip uninstall --python "$UV_PROJECT_ENVIRONMENT/bin/python" ecdsa rsa pyasn1 httpx httpcore
+        # the cryptography backend; ecdsa also carries an unfixed timing advisory).
+        # tests/system/test_container.py checks they are gone and that the service still imports whole.
+        uv pip uninstall --python "$UV_PROJECT_ENVIRONMENT/bin/python" ecdsa rsa pyasn1
         # Sources and headers that wheels ship beside their compiled modules, and the libraries' own test
         # suites (SQLAlchemy's is loaded only by its test plugin, with the dialects' provision modules).
         site="$("$UV_PROJECT_ENVIRONMENT/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"

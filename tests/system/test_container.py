@@ -56,8 +56,8 @@ RUNTIME_BUDGET = 120 * 2**20  # bytes the image may add to its base
 JWT_SECRET = "container-access-secret-" + "a" * 40
 REFRESH_JWT_SECRET = "container-refresh-secret-" + "b" * 40
 PASSWORD = "Container-pass-123"
-# What docker/install.sh trims from the runtime venv: python-jose's pure-Python key backends (it signs with
-# cryptography's), the HTTP client the tests use, and the libraries' own test suites.
+# Never in the runtime venv: python-jose's pure-Python key backends (docker/install.sh trims them; it signs
+# with cryptography's), the HTTP client only the tests use, and the libraries' own test suites (trimmed).
 TRIMMED_MODULES = [
     "ecdsa",
     "rsa",
