@@ -56,6 +56,21 @@ def running_servers(
     database_url: str, count: int, workdir: Path, **env: str
 ) -> Iterator[list[Server]]:
     """``count`` uvicorn processes on one database, stopped (and reaped) on exit."""
+    with _running([free_port() for _ in range(count)], database_url, workdir, env) as servers:
+        yield servers
+
+
+@contextmanager
+def running_server_at(port: int, database_url: str, workdir: Path, **env: str) -> Iterator[Server]:
+    """One server on a port chosen before it starts, for settings that name the server's own URL."""
+    with _running([port], database_url, workdir, env) as (server,):
+        yield server
+
+
+@contextmanager
+def _running(
+    ports: list[int], database_url: str, workdir: Path, env: dict[str, str]
+) -> Iterator[list[Server]]:
     base_env = {
         **os.environ,
         "ENVIRONMENT": "test",
@@ -67,8 +82,7 @@ def running_servers(
     }
     servers: list[Server] = []
     try:
-        for index in range(count):
-            port = free_port()
+        for index, port in enumerate(ports):
             log = workdir / f"server-{index}.log"
             with log.open("wb") as sink:
                 process = subprocess.Popen(

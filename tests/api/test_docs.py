@@ -130,51 +130,24 @@ async def test_no_page_loads_from_a_cdn(settings_of: Callable[..., Settings]) ->
 
 # --- "Try it out" in cookie mode: the page's own origin ------------------------------------------------------
 
-SERVICE = "http://refreshd.example.test:8000"
-PUBLIC_URL = "http://127.0.0.1:8000"  # the setting's default: the service's configured own URL
-# The fix is app/api/transport.py's (another helper's file): each case fails until it lands, then these marks go.
-OWED_CONFIGURED = pytest.mark.xfail(
-    strict=True,
-    reason="refuse_cross_site does not trust PUBLIC_URL's origin yet (issue #20, app/api/transport.py)",
-)
-OWED_AS_ADDRESSED = pytest.mark.xfail(
-    strict=True,
-    reason="refuse_cross_site does not trust the origin a request was addressed to (scheme and Host) yet "
-    "(issue #20, app/api/transport.py: the change is in the docs helper's note)",
-)
+PUBLIC_URL = "http://127.0.0.1:8000"  # the setting's default: the service's own URL, as configured
 
 
 @pytest.mark.parametrize(
-    ("service", "browser_headers"),
+    "browser_headers",
     [
-        # What Chromium sends from /docs, at PUBLIC_URL.
-        pytest.param(
-            PUBLIC_URL,
-            {"Origin": PUBLIC_URL, "Sec-Fetch-Site": "same-origin"},
-            marks=OWED_CONFIGURED,
-            id="public-url",
-        ),
-        # The same page reached by another name than PUBLIC_URL's (localhost, a LAN name, a proxy's).
-        pytest.param(
-            SERVICE,
-            {"Origin": SERVICE, "Sec-Fetch-Site": "same-origin"},
-            marks=OWED_AS_ADDRESSED,
-            id="as-addressed",
-        ),
-        # A browser without Fetch Metadata.
-        pytest.param(SERVICE, {"Origin": SERVICE}, marks=OWED_AS_ADDRESSED, id="origin-only"),
+        {"Origin": PUBLIC_URL, "Sec-Fetch-Site": "same-origin"},  # what Chromium sends from /docs
+        {"Origin": PUBLIC_URL},  # a browser without Fetch Metadata
     ],
+    ids=["fetch-metadata", "origin-only"],
 )
 async def test_swagger_try_it_out_may_refresh_with_the_cookie(
-    harness: Harness,
-    settings_factory: Callable[..., Settings],
-    service: str,
-    browser_headers: dict[str, str],
+    harness: Harness, settings_factory: Callable[..., Settings], browser_headers: dict[str, str]
 ) -> None:
     """A same-origin request from /docs carries the service's own origin, and is not cross-site."""
     settings = settings_factory(cookie_response=True, cors_origins="https://app.example.com")
     client = await harness.client(settings)
-    client.base_url = httpx.URL(service)
+    client.base_url = httpx.URL(PUBLIC_URL)
     await register(client)
     login = await client.post(
         "/api/auth/local",
@@ -192,10 +165,13 @@ async def test_swagger_try_it_out_may_refresh_with_the_cookie(
 async def test_other_origins_stay_refused(
     harness: Harness, settings_factory: Callable[..., Settings]
 ) -> None:
-    """What trusting the service's own origin must not open: another origin on the same host, or another scheme."""
+    """Only PUBLIC_URL's origin is the service's own: not another port or scheme, and not whatever name a request
+    was addressed to. With a parent-domain cookie behind a proxy that answers any host, a sibling subdomain the
+    attacker points at it would otherwise be "the service's own origin" and read the refreshed tokens."""
     settings = settings_factory(cookie_response=True)
     client = await harness.client(settings)
-    client.base_url = httpx.URL(SERVICE)
+    sibling = "http://evil.example.test:8000"
+    client.base_url = httpx.URL(sibling)
     await register(client)
     login = await client.post(
         "/api/auth/local",
@@ -203,13 +179,18 @@ async def test_other_origins_stay_refused(
     )
     cookie = login.cookies["refreshToken"]
     for origin in (
-        "http://refreshd.example.test:9000",
-        "https://refreshd.example.test:8000",
+        "http://127.0.0.1:9000",
+        "https://127.0.0.1:8000",
+        sibling,  # the very origin this request was addressed to (its Host)
         "http://evil.example",
     ):
         refused = await client.post(
             "/api/auth/refresh",
-            headers={"Origin": origin, "Cookie": f"refreshToken={cookie}"},
+            headers={
+                "Origin": origin,
+                "Sec-Fetch-Site": "same-origin",
+                "Cookie": f"refreshToken={cookie}",
+            },
         )
         assert refused.status_code == 403, origin
         assert refused.json()["error"]["details"]["code"] == "CROSS_SITE_REQUEST"

@@ -1,6 +1,6 @@
 """``/docs`` in a real browser (Chromium through Playwright) with every request outside the service refused, as on
 a machine without internet access: Swagger UI renders every operation, and in cookie mode its own "Try it out"
-logs in and refreshes with the HttpOnly cookie."""
+logs in and refreshes with the HttpOnly cookie (the page's origin is PUBLIC_URL's, so it is not cross-site)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route, sync_playwright
 
 from app.api.openapi import OPERATION_IDS
-from tests.servers import Server, running_servers
+from tests.servers import Server, free_port, running_server_at
 from tests.support import ROOT, migrate
 from tests.system.test_browser import CHROMIUM, CHROMIUM_ARGS, LAUNCH_TIMEOUT_MS, STEP_TIMEOUT_MS
 
@@ -38,14 +38,17 @@ def docs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docs]:
     workdir = tmp_path_factory.mktemp("docs-browser")
     url = f"sqlite+aiosqlite:///{workdir}/refreshd.db"
     migrate(url)
-    with running_servers(
+    port = free_port()
+    with running_server_at(
+        port,
         url,
-        1,
         workdir,
+        # The page's origin is the service's own only as PUBLIC_URL names it (app.api.transport.trusted_origins).
+        PUBLIC_URL=f"http://127.0.0.1:{port}",
         COOKIE_RESPONSE="true",
         REQUEST_REFRESH_ON_ALL="true",
         RATE_LIMIT_ENABLED="false",
-    ) as [server]:
+    ) as server:
         registered = httpx.post(
             f"{server.url}/api/auth/local/register",
             json={"username": "alice", "email": EMAIL, "password": PASSWORD},
@@ -115,11 +118,6 @@ def test_swagger_ui_renders_every_operation_offline(page: Page, docs: Docs) -> N
     assert docs.outside == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="refuse_cross_site does not trust the origin a request was addressed to yet (issue #20, "
-    "app/api/transport.py; tests/api/test_docs.py has the same cases over HTTP)",
-)
 def test_try_it_out_refreshes_with_the_cookie(page: Page, docs: Docs) -> None:
     _open_docs(page, docs)
     login = f'{{"identifier": "{EMAIL}", "password": "{PASSWORD}"}}'
