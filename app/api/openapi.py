@@ -23,7 +23,7 @@ from pydantic import SecretStr
 
 from app.api import bodies
 from app.api.openapi_examples import ERROR_CODES, error_examples, success_examples
-from app.api.transport import COOKIE_PATH
+from app.api.transport import COOKIE_PATH, STRAPI_COOKIE_HEADER, STRAPI_COOKIE_VALUE
 from app.settings import SECRET_FIELDS, Settings
 
 OPENAPI_URL = "/openapi.json"
@@ -74,7 +74,7 @@ OPERATION_IDS = {
 }
 Requirements = list[dict[str, list[str]]]
 _BEARER: Requirements = [{"bearerAuth": []}]
-_COOKIE_OR_BODY: Requirements = [{"refreshCookie": []}, {}]
+_COOKIE_OR_BODY: Requirements = [{"refreshCookie": []}, {"strapiRefreshCookie": []}, {}]
 # Who may call what; every other operation is public (`security: []`).
 SECURITY: dict[str, Requirements] = {
     "getMe": _BEARER,
@@ -87,6 +87,8 @@ SECURITY: dict[str, Requirements] = {
     "refreshPlugin": _COOKIE_OR_BODY,
 }
 COOKIE_READERS = {"refresh", "refreshPlugin", "logout"}
+# The operations where `x-strapi-refresh-cookie: httpOnly` puts the refresh token in Strapi's cookie (or clears it).
+STRAPI_COOKIE_ASKERS = {"login", "register", "refresh", "refreshPlugin", "logout"}
 COOKIE_WRITERS = {
     "login",
     "register",
@@ -139,8 +141,13 @@ def _complete_operation(
     operation_id = OPERATION_IDS.get((path, method), operation["operationId"])
     operation["operationId"] = operation_id
     operation["security"] = SECURITY.get(operation_id, [])
+    parameters = operation.setdefault("parameters", [])
     if operation_id in COOKIE_READERS:
-        operation.setdefault("parameters", []).append(_cookie_parameter(settings))
+        parameters += _cookie_parameters(settings)
+    if operation_id in STRAPI_COOKIE_ASKERS:
+        parameters.append(STRAPI_HEADER_PARAMETER)
+    if not parameters:
+        del operation["parameters"]
     responses = operation.setdefault("responses", {})
     responses.pop("422", None)
     # Every request is refused at once when its declared body is over MAX_BODY_SIZE (app.api.limits).
@@ -185,15 +192,30 @@ def _error_response(description: str) -> dict[str, Any]:
     }
 
 
-def _cookie_parameter(settings: Settings) -> dict[str, Any]:
-    return {
-        "name": settings.cookie_name,
-        "in": "cookie",
-        "required": False,
-        "description": "Cookie mode (`COOKIE_RESPONSE=true`) only: the refresh token, read before the body's. "
-        "Set by the service (HttpOnly), so a browser sends it by itself.",
-        "schema": {"type": "string"},
-    }
+STRAPI_HEADER_PARAMETER = {
+    "name": STRAPI_COOKIE_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "Strapi core's session mode (`STRAPI_REFRESH_COOKIE_HEADER`, on by default): this request's "
+    "refresh token goes in Strapi's HttpOnly cookie instead of the body (and logout clears it).",
+    "schema": {"type": "string", "enum": [STRAPI_COOKIE_VALUE]},
+}
+
+
+def _cookie_parameters(settings: Settings) -> list[dict[str, Any]]:
+    """The cookies a refresh token is read from, before the body's ``refreshToken``."""
+    ours = "Cookie mode (`COOKIE_RESPONSE=true`): the refresh token"
+    strapi = "Strapi core's session mode: the refresh token, after a request with `x-strapi-refresh-cookie`"
+    return [
+        {
+            "name": name,
+            "in": "cookie",
+            "required": False,
+            "description": f"{text}. Set by the service (HttpOnly): a browser sends it by itself.",
+            "schema": {"type": "string"},
+        }
+        for name, text in ((settings.cookie_name, ours), (settings.strapi_cookie_name, strapi))
+    ]
 
 
 def _complete_components(components: dict[str, Any], settings: Settings) -> None:
@@ -256,13 +278,28 @@ def _security_schemes(settings: Settings) -> dict[str, Any]:
             "description": "Cookie mode (`COOKIE_RESPONSE=true`): the refresh token, HttpOnly, "
             f"`Path={COOKIE_PATH}`, set by the service; a browser sends it by itself.",
         },
+        "strapiRefreshCookie": {
+            "type": "apiKey",
+            "in": "cookie",
+            "name": settings.strapi_cookie_name,
+            "description": "Strapi core's session mode (`x-strapi-refresh-cookie: httpOnly`): the refresh "
+            f"token, HttpOnly, `Path={settings.strapi_cookie_path}`, set by the service.",
+        },
     }
 
 
 def _headers(settings: Settings) -> dict[str, Any]:
     integer = {"type": "integer"}
     cookie = (
-        f"{settings.cookie_name}=<refresh token>; HttpOnly; Max-Age=2592000; Path={COOKIE_PATH}; "
+        f"{settings.cookie_name}=<refresh token>; HttpOnly; Max-Age=2592000; Path={COOKIE_PATH}"
+    )
+    strapi = (
+        f"{settings.strapi_cookie_name}=<refresh token>; HttpOnly; Max-Age=2592000; "
+        f"Path={settings.strapi_cookie_path}"
+    )
+    which = (
+        f"`{settings.cookie_name}` in cookie mode, or `{settings.strapi_cookie_name}` for a request with "
+        "`x-strapi-refresh-cookie: httpOnly`"
     )
     return {
         "Retry-After": {"description": "Seconds to wait before trying again", "schema": integer},
@@ -273,11 +310,14 @@ def _headers(settings: Settings) -> dict[str, Any]:
             "schema": integer,
         },
         "SetRefreshCookie": {
-            "description": "Cookie mode only, when a refresh token is issued: the refresh token",
-            "schema": {"type": "string", "examples": [cookie + "SameSite=lax"]},
+            "description": f"When a refresh token is issued into a cookie: {which}",
+            "schema": {
+                "type": "string",
+                "examples": [f"{cookie}; SameSite=lax", f"{strapi}; SameSite=lax"],
+            },
         },
         "ClearRefreshCookie": {
-            "description": "Cookie mode only: the refresh cookie, cleared",
+            "description": f"The refresh cookie, cleared: {which}",
             "schema": {
                 "type": "string",
                 "examples": [f'{settings.cookie_name}=""; Max-Age=0; Path={COOKIE_PATH}'],

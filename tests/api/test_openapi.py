@@ -138,15 +138,25 @@ def test_who_may_call_each_operation(document: dict[str, Any]) -> None:
     assert {} in operations["logout"]["security"]
 
 
-def test_the_cookie_is_documented_where_it_is_read_and_set(tmp_path: Path) -> None:
-    settings = make_settings(f"sqlite+aiosqlite:///{tmp_path}/x.db", cookie_name="rt")
+def test_the_cookies_are_documented_where_they_are_read_and_set(tmp_path: Path) -> None:
+    settings = make_settings(
+        f"sqlite+aiosqlite:///{tmp_path}/x.db", cookie_name="rt", strapi_cookie_name="st"
+    )
     spec = create_app(settings).openapi()
     operations = {op["operationId"]: op for op in _operations(spec).values()}
-    assert spec["components"]["securitySchemes"]["refreshCookie"]["name"] == "rt"
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["refreshCookie"]["name"] == "rt"
+    assert schemes["strapiRefreshCookie"]["name"] == "st"
     for name in ("refresh", "refreshPlugin", "logout"):
-        (cookie,) = [p for p in operations[name]["parameters"] if p["in"] == "cookie"]
-        assert cookie["name"] == "rt"
-        assert cookie["required"] is False
+        cookies = [p for p in operations[name]["parameters"] if p["in"] == "cookie"]
+        assert [c["name"] for c in cookies] == ["rt", "st"]  # read in this order, then the body
+        assert not any(c["required"] for c in cookies)
+    asked = {
+        name
+        for name, op in operations.items()
+        if any(p["name"] == "x-strapi-refresh-cookie" for p in op.get("parameters", []))
+    }
+    assert asked == {"login", "register", "refresh", "refreshPlugin", "logout"}
     for name in (
         "login",
         "register",
@@ -158,8 +168,8 @@ def test_the_cookie_is_documented_where_it_is_read_and_set(tmp_path: Path) -> No
         assert "Set-Cookie" in operations[name]["responses"]["200"]["headers"], name
     cleared = operations["logout"]["responses"]["200"]["headers"]["Set-Cookie"]["$ref"]
     assert cleared.endswith("/ClearRefreshCookie")
-    headers = spec["components"]["headers"]
-    assert headers["SetRefreshCookie"]["schema"]["examples"][0].startswith("rt=")
+    examples = spec["components"]["headers"]["SetRefreshCookie"]["schema"]["examples"]
+    assert [example.split("=")[0] for example in examples] == ["rt", "st"]
     assert "Set-Cookie" not in operations["getMe"]["responses"]["200"].get("headers", {})
 
 
