@@ -110,5 +110,5 @@ def test_make_run_without_uv_on_a_pep_668_python(tmp_path: Path) -> None:
         check=True,
     ).stdout.lower()
     assert "fastapi" in listed
-    for tool in ("pytest", "mypy", "ruff", "playwright"):
+    for tool in ("pytest", "mypy", "ruff", "playwright", "httpx"):
         assert f"\n{tool} " not in listed, tool
