@@ -211,10 +211,39 @@ def _serve(args: argparse.Namespace) -> int:
         raise CommandError(
             "METRICS_PORT is one process's listener: use it with one worker, or METRICS_TOKEN instead"
         )
+    problem = _database_problem(settings)
+    if problem is not None:
+        # Not a refusal: the database may come up later, and /readyz answers 503 until it does.
+        print(
+            f"{PROG}: warning: {problem}; serving anyway, /readyz answers 503 meanwhile",
+            file=sys.stderr,
+        )
     serving.serve(
         host=args.host, port=args.port, workers=args.workers, graceful_timeout=args.graceful_timeout
     )
     return 0
+
+
+def _database_problem(settings: Settings) -> str | None:
+    """What ``_check_database`` would refuse, said instead of raised (within a few seconds)."""
+    import asyncio
+
+    from app.store import Store
+
+    async def probe() -> str | None:
+        store = Store.open(settings)
+        try:
+            async with asyncio.timeout(5):
+                await _check_database(store)
+        except CommandError as exc:
+            return str(exc)
+        except TimeoutError:
+            return "DATABASE_URL: the database did not answer within 5 s"
+        finally:
+            await store.close()
+        return None
+
+    return asyncio.run(probe())
 
 
 def _purge(_args: argparse.Namespace) -> int:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.cli_support import run_cli
@@ -241,3 +243,34 @@ def test_the_server_refuses_a_bad_setting_in_one_line(
     line = one_line(result)
     assert line.startswith("refreshd: invalid configuration: ")
     assert expected in line
+
+
+def test_serve_on_an_unmigrated_database_says_so_and_serves(tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=_env(sqlite_url(tmp_path), LOG_LEVEL="WARNING"),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        first = process.stderr.readline()  # printed before the server starts
+        assert first.strip() == (
+            "refreshd: warning: schema not migrated: run `refreshd migrate`; "
+            "serving anyway, /readyz answers 503 meanwhile"
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.05)  # polling for the listener
+        assert ready.status_code == 503
+        assert ready.json()["migrations"] == "schema not migrated: run `refreshd migrate`"
+    finally:
+        process.kill()
+        process.wait()
