@@ -196,9 +196,11 @@ STRAPI_HEADER_PARAMETER = {
     "name": STRAPI_COOKIE_HEADER,
     "in": "header",
     "required": False,
-    "description": "Strapi core's session mode (`STRAPI_REFRESH_COOKIE_HEADER`, on by default): this request's "
-    "refresh token goes in Strapi's HttpOnly cookie instead of the body (and logout clears it).",
-    "schema": {"type": "string", "enum": [STRAPI_COOKIE_VALUE]},
+    "description": f"Strapi core's session mode (`STRAPI_REFRESH_COOKIE_HEADER`, on by default): with "
+    f"`{STRAPI_COOKIE_VALUE}`, this request's refresh token goes in Strapi's HttpOnly cookie instead of the body "
+    "(and logout clears it). Any other value is ignored, as Strapi ignores it.",
+    # Not an enum: other values are accepted (and ignored), and the document must not say they are refused.
+    "schema": {"type": "string", "examples": [STRAPI_COOKIE_VALUE]},
 }
 
 

@@ -15,6 +15,7 @@ from pydantic import (
     StrictBool,
     StrictStr,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -86,9 +87,18 @@ DEVICE_ID_LENGTH = 255  # Strapi's column, and ours
 DeviceId = Annotated[
     Annotated[Text, Field(max_length=DEVICE_ID_LENGTH)] | None,
     BeforeValidator(_device_or_nothing),
-    Field(
-        description="Strapi core's session mode: the client's own name for this device; "
-        "logout can end every session of it"
+    # As read: any value that is not a string is accepted and means no device, so the document may not call it
+    # invalid (a generated client or a gateway would refuse what the service takes).
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "maxLength": DEVICE_ID_LENGTH},
+                {"not": {"type": "string"}},
+            ],
+            "description": "Strapi core's session mode: the client's own name for this device; logout "
+            "can end every session of it. A value that is not a non-empty string names no device.",
+            "examples": ["laptop-7f3a"],
+        }
     ),
 ]
 
