@@ -19,11 +19,13 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -168,7 +170,10 @@ def _logging_untouched() -> Iterator[None]:
 # ``schemathesis.pytest.from_fixture``, fails on pytest 9: it reads ``Function._nodeid``, which pytest 9 no
 # longer has). ``test_the_served_document_is_the_fuzzed_one`` proves it is exactly what the server serves.
 with _logging_untouched():
-    DOCUMENT: dict[str, Any] = create_app(make_settings("sqlite+aiosqlite:///:memory:")).openapi()
+    # Only the document is built here: no database is opened (and an in-memory one is refused).
+    DOCUMENT: dict[str, Any] = create_app(
+        make_settings(f"sqlite+aiosqlite:///{Path(tempfile.gettempdir()) / 'fuzz-document.db'}")
+    ).openapi()
 schema = schemathesis.openapi.from_dict(copy.deepcopy(DOCUMENT), config=_config())
 
 
