@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from http.cookies import SimpleCookie
 from typing import Any
 
 import httpx
@@ -54,3 +55,18 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
     assert set(error) == {"status", "name", "message", "details"}
     assert error["status"] == response.status_code
     return error
+
+
+def set_cookies(response: httpx.Response) -> dict[str, dict[str, Any]]:
+    """Every Set-Cookie of a response, as name -> attributes (lower-cased), value under 'value', the whole header
+    under 'raw'."""
+    found: dict[str, dict[str, Any]] = {}
+    for header in response.headers.get_list("set-cookie"):
+        jar: SimpleCookie = SimpleCookie()
+        jar.load(header)
+        for name, morsel in jar.items():
+            attributes: dict[str, Any] = {k: v for k, v in morsel.items() if v}
+            attributes["value"] = morsel.value
+            attributes["raw"] = header
+            found[name] = attributes
+    return found

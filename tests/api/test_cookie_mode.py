@@ -4,32 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from http.cookies import SimpleCookie
 from typing import Any
 
 import httpx
 import pytest
 
 from app.settings import Settings
-from tests.api.helpers import PASSWORD, bearer, error_of, register
+from tests.api.helpers import PASSWORD, bearer, error_of, register, set_cookies
 from tests.conftest import Harness
 from tests.support import FakeClock
 
 APP = "https://app.example.com"
-
-
-def _set_cookies(response: httpx.Response) -> dict[str, dict[str, Any]]:
-    """Every Set-Cookie of a response, as name -> attributes (lower-cased), value under 'value'."""
-    found: dict[str, dict[str, Any]] = {}
-    for header in response.headers.get_list("set-cookie"):
-        jar: SimpleCookie = SimpleCookie()
-        jar.load(header)
-        for name, morsel in jar.items():
-            attributes: dict[str, Any] = {k: v for k, v in morsel.items() if v}
-            attributes["value"] = morsel.value
-            attributes["raw"] = header
-            found[name] = attributes
-    return found
 
 
 async def _cookie_client(
@@ -61,7 +46,7 @@ async def test_login_sets_the_cookie_and_keeps_it_out_of_the_body(
     client = await _cookie_client(harness, settings_factory)
     response = await _login(client)
     assert list(response.json()) == ["jwt", "user"]
-    cookie = _set_cookies(response)["refreshToken"]
+    cookie = set_cookies(response)["refreshToken"]
     assert cookie["httponly"] is True
     assert cookie["samesite"] == "lax"
     assert cookie["path"] == "/api/auth"
@@ -90,7 +75,7 @@ async def test_secure_and_domain_follow_the_settings(
     domain: str | None,
 ) -> None:
     client = await _cookie_client(harness, settings_factory, **overrides)
-    cookie = _set_cookies(await _login(client))["refreshToken"]
+    cookie = set_cookies(await _login(client))["refreshToken"]
     assert ("secure" in cookie) is secure
     assert cookie.get("domain") == domain
 
@@ -100,7 +85,7 @@ async def test_same_site_is_configurable(
     harness: Harness, settings_factory: Callable[..., Settings], same_site: str
 ) -> None:
     client = await _cookie_client(harness, settings_factory, cookie_samesite=same_site)
-    assert _set_cookies(await _login(client))["refreshToken"]["samesite"] == same_site
+    assert set_cookies(await _login(client))["refreshToken"]["samesite"] == same_site
 
 
 async def test_same_site_none_goes_with_secure(
@@ -109,7 +94,7 @@ async def test_same_site_none_goes_with_secure(
     client = await _cookie_client(
         harness, settings_factory, cookie_samesite="none", cookie_secure=True
     )
-    cookie = _set_cookies(await _login(client))["refreshToken"]
+    cookie = set_cookies(await _login(client))["refreshToken"]
     assert (cookie["samesite"], "secure" in cookie) == ("none", True)
     with pytest.raises(ValueError, match="COOKIE_SAMESITE=none requires Secure"):
         settings_factory(cookie_response=True, cookie_samesite="none")
@@ -119,22 +104,22 @@ async def test_cookie_name_is_configurable(
     harness: Harness, settings_factory: Callable[..., Settings]
 ) -> None:
     client = await _cookie_client(harness, settings_factory, cookie_name="rt")
-    token = _set_cookies(await _login(client))["rt"]["value"]
+    token = set_cookies(await _login(client))["rt"]["value"]
     response = await client.post("/api/auth/refresh", headers=_cookie_header(token, "rt"))
     assert response.status_code == 200
-    assert "rt" in _set_cookies(response)
+    assert "rt" in set_cookies(response)
 
 
 async def test_refresh_reads_and_resets_the_cookie(
     harness: Harness, settings_factory: Callable[..., Settings], clock: FakeClock
 ) -> None:
     client = await _cookie_client(harness, settings_factory)
-    first = _set_cookies(await _login(client))["refreshToken"]["value"]
+    first = set_cookies(await _login(client))["refreshToken"]["value"]
     clock.advance(timedelta(days=1))
     response = await client.post("/api/auth/local/refresh", headers=_cookie_header(first))
     assert response.status_code == 200
     assert list(response.json()) == ["jwt"]
-    cookie = _set_cookies(response)["refreshToken"]
+    cookie = set_cookies(response)["refreshToken"]
     assert cookie["value"] != first
     assert cookie["max-age"] == str(30 * 86400)
     assert cookie["httponly"] is True
@@ -149,7 +134,7 @@ async def test_the_cookie_wins_over_the_body(
     harness: Harness, settings_factory: Callable[..., Settings]
 ) -> None:
     client = await _cookie_client(harness, settings_factory)
-    token = _set_cookies(await _login(client))["refreshToken"]["value"]
+    token = set_cookies(await _login(client))["refreshToken"]["value"]
     response = await client.post(
         "/api/auth/refresh", json={"refreshToken": "garbage"}, headers=_cookie_header(token)
     )
@@ -160,20 +145,20 @@ async def test_body_token_still_works_in_cookie_mode(
     harness: Harness, settings_factory: Callable[..., Settings]
 ) -> None:
     client = await _cookie_client(harness, settings_factory)
-    token = _set_cookies(await _login(client))["refreshToken"]["value"]
+    token = set_cookies(await _login(client))["refreshToken"]["value"]
     response = await client.post("/api/auth/refresh", json={"refreshToken": token})
     assert response.status_code == 200
-    assert "refreshToken" in _set_cookies(response)
+    assert "refreshToken" in set_cookies(response)
 
 
 async def test_logout_with_the_cookie_clears_it(
     harness: Harness, settings_factory: Callable[..., Settings]
 ) -> None:
     client = await _cookie_client(harness, settings_factory)
-    token = _set_cookies(await _login(client))["refreshToken"]["value"]
+    token = set_cookies(await _login(client))["refreshToken"]["value"]
     response = await client.post("/api/auth/logout", headers=_cookie_header(token))
     assert response.json() == {"ok": True}
-    cleared = _set_cookies(response)["refreshToken"]
+    cleared = set_cookies(response)["refreshToken"]
     assert cleared["value"] == ""
     assert cleared["max-age"] == "0"
     assert cleared["path"] == "/api/auth"
@@ -187,7 +172,7 @@ async def test_logout_with_the_access_token_also_clears_the_cookie(
     client = await _cookie_client(harness, settings_factory)
     jwt = (await _login(client)).json()["jwt"]
     response = await client.post("/api/auth/logout", headers=bearer(jwt))
-    assert _set_cookies(response)["refreshToken"]["max-age"] == "0"
+    assert set_cookies(response)["refreshToken"]["max-age"] == "0"
 
 
 async def test_logout_with_an_unusable_cookie_still_clears_it(
@@ -228,13 +213,13 @@ async def test_cross_site_requests_cannot_use_the_cookie(
         production_url=APP,
         cors_origins="https://admin.example.com",
     )
-    token = _set_cookies(await _login(client))["refreshToken"]["value"]
+    token = set_cookies(await _login(client))["refreshToken"]["value"]
     for path in ("/api/auth/refresh", "/api/auth/logout"):
         response = await client.post(path, headers={**_cookie_header(token), **headers})
         if allowed:
             assert response.status_code == 200, (path, response.text)
             if path == "/api/auth/refresh":
-                token = _set_cookies(response)["refreshToken"]["value"]
+                token = set_cookies(response)["refreshToken"]["value"]
         else:
             assert response.status_code == 403
             error = error_of(response)

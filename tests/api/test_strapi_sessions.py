@@ -9,33 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from http.cookies import SimpleCookie
 from typing import Any
 
 import httpx
 import pytest
 
 from app.settings import Settings
-from tests.api.helpers import PASSWORD, bearer, error_of, login, register
+from tests.api.helpers import PASSWORD, bearer, error_of, login, register, set_cookies
 from tests.conftest import Harness
 from tests.support import FakeClock
 
 STRAPI = {"x-strapi-refresh-cookie": "httpOnly"}
 COOKIE = "strapi_up_refresh"
 APP = "https://app.example.com"
-
-
-def _set_cookies(response: httpx.Response) -> dict[str, dict[str, Any]]:
-    """Every Set-Cookie of a response, as name -> attributes (lower-cased), value under 'value'."""
-    found: dict[str, dict[str, Any]] = {}
-    for header in response.headers.get_list("set-cookie"):
-        jar: SimpleCookie = SimpleCookie()
-        jar.load(header)
-        for name, morsel in jar.items():
-            attributes: dict[str, Any] = {k: v for k, v in morsel.items() if v}
-            attributes["value"] = morsel.value
-            found[name] = attributes
-    return found
 
 
 def _cookie(token: str, name: str = COOKIE) -> dict[str, str]:
@@ -68,14 +54,14 @@ async def test_the_header_puts_a_refresh_token_in_strapis_cookie_unasked(
     await register(client)
     response = await _strapi_login(client)
     assert list(response.json()) == ["jwt", "user"]
-    cookie = _set_cookies(response)[COOKIE]
+    cookie = set_cookies(response)[COOKIE]
     assert cookie["httponly"] is True
     assert cookie["path"] == "/"
     assert cookie["samesite"] == "lax"
     assert cookie["value"].count(".") == 2
     # Plain http and no PRODUCTION_URL: Secure is decided as for our own cookie (COOKIE_SECURE).
     assert "secure" not in cookie
-    assert "refreshToken" not in _set_cookies(response)
+    assert "refreshToken" not in set_cookies(response)
 
 
 async def test_without_the_header_a_login_is_the_plugins(client: httpx.AsyncClient) -> None:
@@ -107,7 +93,7 @@ async def test_a_browser_in_strapi_cookie_mode_refreshes_and_logs_out_with_the_c
 
     out = await client.post("/api/auth/logout", headers={**STRAPI, **bearer(signed.json()["jwt"])})
     assert out.json() == {"ok": True}
-    cleared = _set_cookies(out)[COOKIE]
+    cleared = set_cookies(out)[COOKIE]
     assert (cleared["value"], cleared["max-age"], cleared["path"]) == ("", "0", "/")
     assert COOKIE not in client.cookies
     again = await client.post("/api/auth/refresh", headers=STRAPI)
@@ -122,7 +108,7 @@ async def test_strapis_cookie_is_read_without_the_header_and_answered_in_the_bod
 ) -> None:
     """Strapi core reads its cookie first on every refresh; only the header puts the successor back in it."""
     await register(client)
-    token = _set_cookies(await _strapi_login(client))[COOKIE]["value"]
+    token = set_cookies(await _strapi_login(client))[COOKIE]["value"]
     response = await client.post(
         "/api/auth/refresh", json={"refreshToken": "garbage"}, headers=_cookie(token)
     )
@@ -148,7 +134,7 @@ async def test_strapis_cookie_is_refused_cross_site(
 ) -> None:
     client = await harness.client(settings_factory(production_url=APP))
     await register(client)
-    token = _set_cookies(await _strapi_login(client))[COOKIE]["value"]
+    token = set_cookies(await _strapi_login(client))[COOKIE]["value"]
     response = await client.post(
         "/api/auth/refresh", headers={**STRAPI, **_cookie(token), **headers}
     )
@@ -165,13 +151,13 @@ async def test_the_header_wins_over_cookie_mode(
     client = await harness.client(settings_factory(cookie_response=True))
     await register(client)
     response = await _strapi_login(client)
-    assert set(_set_cookies(response)) == {COOKIE}
-    token = _set_cookies(response)[COOKIE]["value"]
+    assert set(set_cookies(response)) == {COOKIE}
+    token = set_cookies(response)[COOKIE]["value"]
     refreshed = await client.post("/api/auth/refresh", headers={**STRAPI, **_cookie(token)})
-    assert set(_set_cookies(refreshed)) == {COOKIE}
+    assert set(set_cookies(refreshed)) == {COOKIE}
     # Without the header, cookie mode answers in its own cookie, as before.
     plain = await login(client, requestRefresh=True)
-    assert set(_set_cookies(plain)) == {"refreshToken"}
+    assert set(set_cookies(plain)) == {"refreshToken"}
 
 
 async def test_strapis_cookie_name_and_path_are_settings(
@@ -180,7 +166,7 @@ async def test_strapis_cookie_name_and_path_are_settings(
     settings = settings_factory(strapi_cookie_name="up_rt", strapi_cookie_path="/api")
     client = await harness.client(settings)
     await register(client)
-    cookie = _set_cookies(await _strapi_login(client))["up_rt"]
+    cookie = set_cookies(await _strapi_login(client))["up_rt"]
     assert cookie["path"] == "/api"
     refreshed = await client.post("/api/auth/refresh", headers=_cookie(cookie["value"], "up_rt"))
     assert refreshed.status_code == 200
@@ -351,13 +337,13 @@ async def test_swagger_ui_on_the_services_own_origin_may_use_the_cookie(
     await register(client)
     signed = await login(client, requestRefresh=True)
     client.cookies.clear()
-    token = _set_cookies(signed)["refreshToken"]["value"]
+    token = set_cookies(signed)["refreshToken"]["value"]
     own = await client.post(
         "/api/auth/refresh",
         headers={**_cookie(token, "refreshToken"), "Origin": "https://auth.example.com"},
     )
     assert own.status_code == 200, own.text
-    token = _set_cookies(own)["refreshToken"]["value"]
+    token = set_cookies(own)["refreshToken"]["value"]
     spoofed = await client.post(
         "/api/auth/refresh",
         headers={
