@@ -26,6 +26,7 @@ from app.errors import (
     UnauthorizedError,
     ValidationError,
 )
+from app.migrations_info import SCHEMA_HEAD
 from app.security.tokens import TokenProblem
 from app.services.recovery import INCORRECT_CODE, INVALID_TOKEN
 from app.services.reuse import Rejection
@@ -113,7 +114,9 @@ SUCCESS: dict[str, Examples] = {
     "listSessions": [("sessions", "One live session", {"data": [EXAMPLE_SESSION]})],
     "revokeSession": [("revoked", "Ended", {"data": {}})],
     "getHealth": [("alive", "Alive", {"status": "ok"})],
-    "getReadiness": [("ready", "Ready", {"status": "ok", "database": "ok", "migrations": "0007"})],
+    "getReadiness": [
+        ("ready", "Ready", {"status": "ok", "database": "ok", "migrations": SCHEMA_HEAD})
+    ],
 }
 SUCCESS["refreshPlugin"] = SUCCESS["refresh"]
 
