@@ -41,11 +41,8 @@ class UTCDateTime(TypeDecorator[datetime]):
             return super().bind_processor(dialect)
 
         def process(value: datetime | None) -> str | None:
-            if value is None:
-                return None
-            if value.tzinfo is None:
-                raise ValueError("naive datetime given to a UTC column")
-            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+            stored = self.process_bind_param(value, dialect)
+            return None if stored is None else stored.isoformat(" ", "microseconds")
 
         return process
 
@@ -58,7 +55,11 @@ class UTCDateTime(TypeDecorator[datetime]):
             return super().result_processor(dialect, coltype)
 
         def process(value: str | None) -> datetime | None:
-            return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+            return (
+                None
+                if value is None
+                else self.process_result_value(datetime.fromisoformat(value), dialect)
+            )
 
         return process
 
