@@ -12,7 +12,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 import asyncpg
 from sqlalchemy import Insert, Select, Update, insert, select
@@ -45,6 +45,14 @@ def _is_outage(exc: asyncpg.PostgresError) -> bool:
     return isinstance(exc, asyncpg.PostgresConnectionError) or str(
         getattr(exc, "sqlstate", "")
     ).startswith(UNAVAILABLE_SQLSTATES)
+
+
+def _raise_translated(exc: Exception) -> NoReturn:
+    """Raise ``exc`` as the store's failure (``_translated``), or as it is."""
+    translated = _translated(exc)
+    if translated is exc:
+        raise exc
+    raise translated from exc
 
 
 def _translated(exc: Exception) -> Exception:
@@ -122,10 +130,7 @@ class FairPool:
                 finally:
                     self._give_back(connection, reusable)
             except Exception as exc:
-                translated = _translated(exc)
-                if translated is exc:
-                    raise
-                raise translated from exc
+                _raise_translated(exc)
 
     @contextlib.asynccontextmanager
     async def connection(self, lane: Lane = "requests") -> AsyncIterator[asyncpg.Connection]:
@@ -152,10 +157,7 @@ class FairPool:
                 finally:
                     self._give_back(connection, reusable)
             except Exception as exc:
-                translated = _translated(exc)
-                if translated is exc:
-                    raise
-                raise translated from exc
+                _raise_translated(exc)
 
     def _give_back(self, connection: asyncpg.Connection, reusable: bool) -> None:
         self._busy.discard(connection)
@@ -227,10 +229,7 @@ class _TransactionRunner:
         try:
             return await call
         except asyncpg.PostgresError as exc:
-            translated = _translated(exc)
-            if translated is exc:
-                raise
-            raise translated from exc
+            _raise_translated(exc)
 
     async def one(self, statement: ClauseElement, values: Values | None = None) -> Row | None:
         compiled = self._database.compile(statement)
