@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,10 +19,12 @@ from app.api import errors, openapi, swagger
 from app.api.limits import BodySizeLimit
 from app.api.metrics import metrics_endpoint, metrics_listener
 from app.api.ratelimit import RateLimitHeaders
-from app.api.routers import account, auth, health, sessions, users
+from app.api.routers import account, auth, health, keys, sessions, users
 from app.clock import Clock, system_clock
 from app.observability import Metrics, MetricsMiddleware, RequestIdMiddleware, configure_logging
 from app.runtime import Runtime
+from app.security.keys import KeySetError
+from app.services.key_file import KeyFileWatcher, load_signing_keys
 from app.services.purge import Purged, purge_all
 from app.settings import Settings
 
@@ -35,6 +38,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
     settings = settings or settings_from_environment()
     configure_logging(json=settings.json_logs, level=settings.log_level)
     settings = settings.with_development_secrets()
+    try:
+        signing = load_signing_keys(settings)
+    except KeySetError as exc:
+        raise SystemExit(f"refreshd: invalid configuration: {exc}") from None
     metrics = Metrics()
     metrics_route = (
         metrics_endpoint(metrics, settings.metrics_token) if settings.metrics_served else None
@@ -48,11 +55,18 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
                 await own_port.enter_async_context(
                     metrics_listener(metrics_route, settings.metrics_host, settings.metrics_port)
                 )
-            runtime = Runtime.start(settings, clock, metrics)
+            runtime = Runtime.start(settings, clock, metrics, signing)
             app.state.runtime = runtime
             if settings.environment != "test":
                 _tune_garbage_collector()
             purger = asyncio.create_task(purge_periodically(runtime), name="refreshd-purge")
+            if signing is not None:
+                watcher = KeyFileWatcher(settings, runtime.transport.keys, signing)
+                app.state.key_watcher = watcher  # for tests that change the file in-process
+                own_port.enter_context(_reload_on_hangup(watcher))
+                own_port.push_async_callback(
+                    _cancelled, asyncio.create_task(watcher.run(), name="refreshd-keys")
+                )
             logger.info(
                 "refreshd ready (%s, database %s)", settings.environment, _safe_url(settings)
             )
@@ -119,6 +133,7 @@ def _add_routes(app: FastAPI, settings: Settings, metrics_route: Any) -> None:
     app.include_router(auth.router)
     app.include_router(account.router)
     app.include_router(sessions.router)
+    app.include_router(keys.router)
     app.include_router(health.router)
     if metrics_route is not None and settings.metrics_port is None:
         app.add_api_route("/metrics", metrics_route, methods=["GET"], include_in_schema=False)
@@ -154,6 +169,28 @@ def settings_from_environment() -> Settings:
             for error in exc.errors()
         )
         raise SystemExit(f"refreshd: invalid configuration: {reasons}") from None
+
+
+@contextlib.contextmanager
+def _reload_on_hangup(watcher: KeyFileWatcher) -> Iterator[None]:
+    """SIGHUP rereads the signing keys at once. Only where the loop may take signals (the main thread of a
+    server process); elsewhere the file is still watched."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, watcher.wake.set)
+    except (RuntimeError, ValueError, NotImplementedError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def purge_periodically(runtime: Runtime) -> None:

@@ -12,9 +12,11 @@ from app.clock import Clock
 from app.observability import Metrics
 from app.security.codes import derive_key
 from app.security.passwords import Argon2Params
+from app.security.tokens import SigningKeys
 from app.services.accounts import AccountPolicy, AccountService
 from app.services.admin import AdminService
 from app.services.hashing import PasswordHasher
+from app.services.key_file import LoadedKeys, load_signing_keys, published_keys
 from app.services.mail import DisabledMailer, Mailer, SmtpConfig, Templates, build_mailer
 from app.services.recovery import RecoveryPolicy, RecoveryService
 from app.services.sessions import Lifetimes, SessionService
@@ -59,11 +61,13 @@ def password_rules(settings: Settings) -> PasswordRules:
     return PasswordRules(settings.password_min_length, settings.password_max_bytes)
 
 
-def token_keys(settings: Settings) -> TokenKeys:
+def token_keys(settings: Settings, signing: LoadedKeys | None) -> TokenKeys:
+    # Refresh tokens stay HMAC whatever signs access tokens: nobody but refreshd verifies them. Switching
+    # JWT_ALGORITHM from HS256 to ES256 therefore ends no session; access tokens are refreshed.
+    refresh_algorithm = "HS256" if settings.asymmetric_tokens else settings.jwt_algorithm
     return TokenKeys(
-        access_key=settings.jwt_secret.get_secret_value(),
-        refresh_key=settings.refresh_jwt_secret.get_secret_value(),
-        algorithm=settings.jwt_algorithm,
+        published=published_keys(settings, signing),
+        refresh=SigningKeys.hmac(settings.refresh_jwt_secret.get_secret_value(), refresh_algorithm),
         access_ttl=settings.jwt_expires_in,
     )
 
@@ -101,12 +105,17 @@ class Services:
 
     @classmethod
     def build(
-        cls, settings: Settings, store: Store, hasher: PasswordHasher, mailer: Mailer
+        cls,
+        settings: Settings,
+        store: Store,
+        hasher: PasswordHasher,
+        mailer: Mailer,
+        signing: LoadedKeys | None = None,
     ) -> Services:
         rules = password_rules(settings)
         sessions = SessionService(
             store,
-            token_keys(settings),
+            token_keys(settings, signing),
             lifetimes(settings),
             rotate=settings.refresh_token_rotation,
         )
@@ -163,12 +172,21 @@ class Runtime:
         return self.services.store
 
     @classmethod
-    def start(cls, settings: Settings, clock: Clock, metrics: Metrics | None = None) -> Runtime:
+    def start(
+        cls,
+        settings: Settings,
+        clock: Clock,
+        metrics: Metrics | None = None,
+        signing: LoadedKeys | None = None,
+    ) -> Runtime:
+        """``signing``: the key set as the app's factory checked it (loaded here when not given)."""
         metrics = metrics or Metrics()
+        if signing is None:
+            signing = load_signing_keys(settings)
         store = Store.open(settings)
         warm(store.database)
         services = Services.build(
-            settings, store, password_hasher(settings, metrics), mailer_for(settings)
+            settings, store, password_hasher(settings, metrics), mailer_for(settings), signing
         )
         return cls(
             settings=settings,

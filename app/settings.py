@@ -20,9 +20,7 @@ from typing import Annotated, Literal
 
 from limits import parse_many
 from pydantic import (
-    BeforeValidator,
     Field,
-    PlainSerializer,
     SecretStr,
     ValidationError,
     field_validator,
@@ -41,6 +39,7 @@ from app.config.secret_keys import (
     secret_problem,
     write_secrets,
 )
+from app.config.signing import SigningSettings
 from app.config.urls import (
     check_database_url,
     check_redis_url,
@@ -49,7 +48,7 @@ from app.config.urls import (
     normalize_database_url,
     url_origin,
 )
-from app.durations import format_duration, parse_duration
+from app.durations import Duration
 from app.security.passwords import BCRYPT_MAX_BYTES
 
 __all__ = [
@@ -67,12 +66,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("refreshd.settings")
-
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str),
-]
 
 
 def describe_invalid(exc: ValidationError) -> str:
@@ -116,7 +109,7 @@ class DatabaseSettings(BaseSettings):
         return check_database_url(normalize_database_url(value.strip()))
 
 
-class Settings(DatabaseSettings, DocsSettings, StrapiSessionSettings):
+class Settings(DatabaseSettings, DocsSettings, StrapiSessionSettings, SigningSettings):
     model_config = SettingsConfigDict(
         env_file=".env",
         env_file_encoding="utf-8",
@@ -148,11 +141,15 @@ class Settings(DatabaseSettings, DocsSettings, StrapiSessionSettings):
 
     jwt_secret: SecretStr = Field(
         default=SecretStr(""),
-        description="signs access tokens; at least 32 random bytes: "
-        "python3 -c 'import secrets; print(secrets.token_urlsafe(48))' (unset: generated in development)",
+        description="signs access tokens (with an HS algorithm) and keys reset codes; at least 32 random "
+        "bytes: python3 -c 'import secrets; print(secrets.token_urlsafe(48))' (unset: generated in "
+        "development)",
     )
-    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = Field(
-        default="HS256", description="HS256, HS384 or HS512; verification accepts only this one"
+    jwt_algorithm: Literal["HS256", "HS384", "HS512", "ES256", "RS256"] = Field(
+        default="HS256",
+        description="access tokens: HS256, HS384 or HS512 with JWT_SECRET, or ES256 or RS256 with "
+        "JWT_SIGNING_KEYS_FILE (other services verify them with /.well-known/jwks.json); verification "
+        "accepts only this one",
     )
     jwt_expires_in: Duration = Field(
         default=timedelta(minutes=15), description="access-token lifetime"

@@ -52,6 +52,11 @@ TAGS = [
         "name": "sessions",
         "description": "The signed-in user's sessions (devices): list them, end one.",
     },
+    {
+        "name": "keys",
+        "description": "For the APIs behind refreshd: the public keys that verify access tokens, and token "
+        "introspection.",
+    },
     {"name": "health", "description": "Liveness and readiness probes."},
 ]
 # Stable names for generated clients (FastAPI's own would change with a function's name).
@@ -69,6 +74,8 @@ OPERATION_IDS = {
     ("/api/users/me", "get"): "getMe",
     ("/api/auth/sessions", "get"): "listSessions",
     ("/api/auth/sessions/{session_id}", "delete"): "revokeSession",
+    ("/.well-known/jwks.json", "get"): "getJwks",
+    ("/api/auth/introspect", "post"): "introspect",
     ("/healthz", "get"): "getHealth",
     ("/readyz", "get"): "getReadiness",
 }
@@ -81,6 +88,7 @@ SECURITY: dict[str, Requirements] = {
     "listSessions": _BEARER,
     "revokeSession": _BEARER,
     "changePassword": _BEARER,
+    "introspect": [{"introspectionAuth": []}],
     # An access token, or only a refresh token (cookie or body), so an expired session can still log out.
     "logout": [{"bearerAuth": []}, *_COOKIE_OR_BODY],
     "refresh": _COOKIE_OR_BODY,
@@ -272,6 +280,11 @@ def _security_schemes(settings: Settings) -> dict[str, Any]:
             "scheme": "bearer",
             "bearerFormat": "JWT",
             "description": "The access token (`jwt`) from login, register, refresh or reset-password.",
+        },
+        "introspectionAuth": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "`INTROSPECTION_TOKEN`, shared with the resource servers that introspect tokens.",
         },
         "refreshCookie": {
             "type": "apiKey",

@@ -113,6 +113,51 @@ SUCCESS: dict[str, Examples] = {
     "getMe": [("user", "The user", EXAMPLE_USER)],
     "listSessions": [("sessions", "One live session", {"data": [EXAMPLE_SESSION]})],
     "revokeSession": [("revoked", "Ended", {"data": {}})],
+    "getJwks": [
+        (
+            "es256",
+            "JWT_ALGORITHM=ES256, during a rotation: the signing key first",
+            {
+                "keys": [
+                    {
+                        "kty": "EC",
+                        "crv": "P-256",
+                        "x": "XTXbaJOI9S42Pn7ihF8LuJ95zd8f4uWk2VlXdjPq-EI",
+                        "y": "U1lu6PK2GBEAapTc4y1zpudsUAl-rkSs-WrZerSiUfA",
+                        "kid": "es256-20261203-96fbb225",
+                        "alg": "ES256",
+                        "use": "sig",
+                    },
+                    {
+                        "kty": "EC",
+                        "crv": "P-256",
+                        "x": "mU1bqX0fpV8DcTPVqd6ZuR7Sn3dJHoqE2bjHnF-AqJQ",
+                        "y": "YqG8pSz7X4P3S9n4Vn5CjmK0x1vQW5t0o9cRbJYh2aE",
+                        "kid": "es256-20261101-1858c003",
+                        "alg": "ES256",
+                        "use": "sig",
+                    },
+                ]
+            },
+        ),
+        ("hmac", "JWT_ALGORITHM=HS256: no public key", {"keys": []}),
+    ],
+    "introspect": [
+        (
+            "active",
+            "A live access token",
+            {
+                "active": True,
+                "sub": "1",
+                "sid": "4f9c2e0b8d7a6c5e4f3a2b1c0d9e8f7a",
+                "exp": 1796312289,
+                "iat": 1796311389,
+                "token_type": "access_token",
+                "username": "alice",
+            },
+        ),
+        ("inactive", "Anything else: expired, revoked, garbage", {"active": False}),
+    ],
     "getHealth": [("alive", "Alive", {"status": "ok"})],
     "getReadiness": [
         ("ready", "Ready", {"status": "ok", "database": "ok", "migrations": SCHEMA_HEAD})

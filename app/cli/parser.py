@@ -25,6 +25,7 @@ from app.cli.commands import (
     _user_set_password,
     _user_show,
 )
+from app.cli.keys import add_key_commands
 from app.cli.support import PROG, _add_user_lookup, _port, _positive, _user_id_argument
 
 # --- the parser ---------------------------------------------------------------------------------------
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_user_commands(commands)
     _add_session_commands(commands)
     _add_audit_and_import(commands)
+    add_key_commands(commands, _command)
     return parser
 
 

@@ -36,8 +36,10 @@ def production_problems(settings: Settings) -> list[str]:
             "COOKIE_RESPONSE needs a Secure cookie: set PRODUCTION_URL to the frontend's https URL or "
             "COOKIE_SECURE=true (COOKIE_SECURE=false only if plain http is really meant)"
         )
-    if settings.metrics_token is not None and (
-        problem := secret_problem("METRICS_TOKEN", settings.metrics_token.get_secret_value())
+    for name, token in (
+        ("METRICS_TOKEN", settings.metrics_token),
+        ("INTROSPECTION_TOKEN", settings.introspection_token),
     ):
-        problems.append(problem)
+        if token is not None and (problem := secret_problem(name, token.get_secret_value())):
+            problems.append(problem)
     return problems

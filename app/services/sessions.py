@@ -17,6 +17,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TypeGuard
 
 from app.errors import INVALID_CREDENTIALS, UnauthorizedError
 from app.models.audit import Event
@@ -108,6 +109,14 @@ class Identity:
 
 
 @dataclass(frozen=True)
+class ActiveToken:
+    """An access token that would be accepted now (RFC 7662's ``active``), with what a resource server needs."""
+
+    claims: tokens.AccessClaims
+    username: str | None
+
+
+@dataclass(frozen=True)
 class SessionView:
     id: str
     device_name: str | None
@@ -116,6 +125,11 @@ class SessionView:
     login_at: datetime
     last_active_at: datetime
     device_id: str | None = None
+
+
+def _may_act(user: UserRecord | None, email_confirmation: bool) -> TypeGuard[UserRecord]:
+    """Whether the user behind a live session may still act: not deleted, not blocked, confirmed if required."""
+    return user is not None and not user.blocked and (user.confirmed or not email_confirmation)
 
 
 class SessionService:
@@ -138,8 +152,7 @@ class SessionService:
             generation=generation,
             issued_at=issued,
             expires_at=expires,
-            key=self.keys.refresh_key,
-            algorithm=self.keys.algorithm,
+            keys=self.keys.refresh,
         )
         return RefreshToken(value, expires)
 
@@ -192,9 +205,7 @@ class SessionService:
         there, audited, before the refusal goes out.
         """
         try:
-            claims = tokens.decode_refresh_token(
-                token, key=self.keys.refresh_key, algorithm=self.keys.algorithm, now=now
-            )
+            claims = tokens.decode_refresh_token(token, keys=self.keys.refresh, now=now)
         except TokenError as exc:
             expired = exc.problem is tokens.TokenProblem.EXPIRED
             return Refused(Rejection.EXPIRED if expired else Rejection.INVALID)
@@ -271,16 +282,28 @@ class SessionService:
         a cache that could lag behind.
         """
         user = await self.store.users.signed_in(session_id, user_id, now)
-        if user is None or user.blocked or (email_confirmation and not user.confirmed):
+        if not _may_act(user, email_confirmation):
             raise UnauthorizedError(INVALID_CREDENTIALS)
         return user
+
+    async def introspect(
+        self, token: str, *, now: datetime, email_confirmation: bool
+    ) -> ActiveToken | None:
+        """What ``/api/users/me`` would accept, asked by another service: a validly signed, unexpired access token
+        whose session is live and whose user may sign in. None for anything else, whatever the reason."""
+        try:
+            claims = tokens.decode_access_token(token, keys=self.keys.access, now=now)
+        except TokenError:
+            return None
+        user = await self.store.users.signed_in(claims.session_id, claims.user_id, now)
+        if not _may_act(user, email_confirmation):
+            return None
+        return ActiveToken(claims, user.username)
 
     def identify(self, token: str, *, now: datetime) -> Identity | None:
         """The session a validly signed, unexpired refresh token names, whatever its generation."""
         try:
-            claims = tokens.decode_refresh_token(
-                token, key=self.keys.refresh_key, algorithm=self.keys.algorithm, now=now
-            )
+            claims = tokens.decode_refresh_token(token, keys=self.keys.refresh, now=now)
         except TokenError:
             return None
         return Identity(claims.user_id, claims.session_id, claims.generation)

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from app.models import Session, User
 from app.security import tokens
 from app.security.passwords import Argon2Params, build_context, hash_password
+from app.security.tokens import SigningKeys
 from app.settings import normalize_database_url
 from perf import ROOT
 
@@ -216,8 +217,7 @@ def mint(refs: list[SessionRef], keys: Secrets) -> Tokens:
             session_id=r.session_id,
             issued_at=now,
             expires_at=now + ACCESS_TTL,
-            key=keys.access,
-            algorithm=ALGORITHM,
+            keys=SigningKeys.hmac(keys.access, ALGORITHM),
         )
         for r in refs
     ]
@@ -228,8 +228,7 @@ def mint(refs: list[SessionRef], keys: Secrets) -> Tokens:
             generation=1,
             issued_at=now,
             expires_at=r.refresh_expires_at,
-            key=keys.refresh,
-            algorithm=ALGORITHM,
+            keys=SigningKeys.hmac(keys.refresh, ALGORITHM),
         )
         for r in refs
     ]

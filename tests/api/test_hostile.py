@@ -15,7 +15,7 @@ import httpx
 import pytest
 from jose import jwt as jose_jwt
 
-from app.security.tokens import encode_access_token, encode_refresh_token
+from app.security.tokens import SigningKeys, encode_access_token, encode_refresh_token
 from app.settings import Settings
 from tests.api.helpers import PASSWORD, bearer, error_of, register
 from tests.conftest import Harness
@@ -62,8 +62,7 @@ def _token(kind: str, sid: str) -> str:
             generation=1,
             issued_at=T0,
             expires_at=T0 + timedelta(days=1),
-            key=REFRESH_SECRET,
-            algorithm="HS256",
+            keys=SigningKeys.hmac(REFRESH_SECRET, "HS256"),
         )
     if kind in ("access-as-refresh", "expired", "future"):
         issued = {"expired": T0 - timedelta(hours=2), "future": T0 + timedelta(hours=1)}.get(
@@ -74,8 +73,7 @@ def _token(kind: str, sid: str) -> str:
             session_id=sid,
             issued_at=issued,
             expires_at=issued + timedelta(minutes=15),
-            key=ACCESS_SECRET,
-            algorithm="HS256",
+            keys=SigningKeys.hmac(ACCESS_SECRET, "HS256"),
         )
     if kind == "foreign-secret":
         return str(jose_jwt.encode(access, "someone-else-" + "s" * 40, algorithm="HS256"))

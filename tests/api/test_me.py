@@ -13,7 +13,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.models import Session, User
-from app.security.tokens import encode_refresh_token
+from app.security.tokens import SigningKeys, encode_refresh_token
 from tests.api.helpers import bearer, error_of, register
 from tests.support import ACCESS_SECRET, REFRESH_SECRET, FakeClock
 
@@ -99,8 +99,7 @@ async def test_forged_and_foreign_tokens_are_refused(
             generation=1,
             issued_at=clock.now,
             expires_at=clock.now + timedelta(days=1),
-            key=REFRESH_SECRET,
-            algorithm="HS256",
+            keys=SigningKeys.hmac(REFRESH_SECRET, "HS256"),
         ),
         encode_refresh_token(
             user_id=1,
@@ -108,8 +107,7 @@ async def test_forged_and_foreign_tokens_are_refused(
             generation=1,
             issued_at=clock.now,
             expires_at=clock.now + timedelta(days=1),
-            key=ACCESS_SECRET,
-            algorithm="HS256",
+            keys=SigningKeys.hmac(ACCESS_SECRET, "HS256"),
         ),
         # Strapi's legacy token: {id} only.
         jose_jwt.encode({"id": 1, "iat": now, "exp": now + 60}, ACCESS_SECRET),

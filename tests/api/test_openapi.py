@@ -60,7 +60,7 @@ async def test_sections_come_in_a_fixed_order_and_name_every_route(
 ) -> None:
     spec = (await client.get("/openapi.json")).json()
     sections = [tag["name"] for tag in spec["tags"]]
-    assert sections == ["auth", "account", "users", "sessions", "health"]
+    assert sections == ["auth", "account", "users", "sessions", "keys", "health"]
     assert all(tag["description"] for tag in spec["tags"])
     for path, item in spec["paths"].items():
         for method, op in item.items():

@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from app.security import tokens
+from app.security.tokens import SigningKeys
 from tests.api.helpers import PASSWORD, bearer, error_of, register, registered_with_refresh
 from tests.conftest import Harness
 from tests.servers import running_servers
@@ -62,7 +63,7 @@ async def _tab(call: Call, token: str, trial: Trial) -> None:
 
 def _generation(token: str) -> int:
     claims = tokens.decode_refresh_token(
-        token, key=REFRESH_SECRET, algorithm="HS256", now=datetime.now(UTC)
+        token, keys=SigningKeys.hmac(REFRESH_SECRET, "HS256"), now=datetime.now(UTC)
     )
     return claims.generation
 

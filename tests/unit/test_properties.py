@@ -16,6 +16,7 @@ from jose import jwt as jose_jwt
 
 from app.durations import MAX_SECONDS, format_duration, parse_duration
 from app.security.tokens import (
+    SigningKeys,
     TokenError,
     decode_access_token,
     decode_refresh_token,
@@ -48,15 +49,16 @@ def _access(user_id: int, sid: str, ttl: int) -> str:
         session_id=sid,
         issued_at=NOW,
         expires_at=NOW + timedelta(seconds=ttl),
-        key=KEY,
-        algorithm="HS256",
+        keys=SigningKeys.hmac(KEY, "HS256"),
     )
 
 
 @fast
 @given(user_ids, session_ids, lifetimes)
 def test_access_tokens_round_trip(user_id: int, sid: str, ttl: int) -> None:
-    claims = decode_access_token(_access(user_id, sid, ttl), key=KEY, algorithm="HS256", now=NOW)
+    claims = decode_access_token(
+        _access(user_id, sid, ttl), keys=SigningKeys.hmac(KEY, "HS256"), now=NOW
+    )
     assert (claims.user_id, claims.session_id) == (user_id, sid)
     assert claims.expires_at - claims.issued_at == ttl
 
@@ -73,13 +75,12 @@ def test_refresh_tokens_round_trip_and_are_deterministic(
             generation=generation,
             issued_at=NOW,
             expires_at=NOW + timedelta(seconds=ttl),
-            key=OTHER_KEY,
-            algorithm="HS256",
+            keys=SigningKeys.hmac(OTHER_KEY, "HS256"),
         )
 
     token = encode()
     assert encode() == token
-    claims = decode_refresh_token(token, key=OTHER_KEY, algorithm="HS256", now=NOW)
+    claims = decode_refresh_token(token, keys=SigningKeys.hmac(OTHER_KEY, "HS256"), now=NOW)
     assert (claims.user_id, claims.session_id, claims.generation) == (user_id, sid, generation)
 
 
@@ -95,7 +96,7 @@ def test_any_tampered_byte_is_refused(user_id: int, sid: str, data: st.DataObjec
     if tampered == token:
         return
     try:
-        claims = decode_access_token(tampered, key=KEY, algorithm="HS256", now=NOW)
+        claims = decode_access_token(tampered, keys=SigningKeys.hmac(KEY, "HS256"), now=NOW)
     except TokenError:
         return
     # Base64url's last character carries padding bits: a flip there can decode to the same bytes.
@@ -109,7 +110,7 @@ def test_truncated_tokens_are_refused(user_id: int, sid: str, cut: int) -> None:
     token = _access(user_id, sid, 900)
     truncated = token[: max(0, len(token) - 1 - cut)]
     with pytest.raises(TokenError):
-        decode_access_token(truncated, key=KEY, algorithm="HS256", now=NOW)
+        decode_access_token(truncated, keys=SigningKeys.hmac(KEY, "HS256"), now=NOW)
 
 
 @fast
@@ -118,7 +119,9 @@ def test_resigned_with_another_algorithm_is_refused(user_id: int, sid: str, alg:
     claims = jose_jwt.get_unverified_claims(_access(user_id, sid, 900))
     with pytest.raises(TokenError):
         decode_access_token(
-            jose_jwt.encode(claims, KEY, algorithm=alg), key=KEY, algorithm="HS256", now=NOW
+            jose_jwt.encode(claims, KEY, algorithm=alg),
+            keys=SigningKeys.hmac(KEY, "HS256"),
+            now=NOW,
         )
 
 
@@ -138,7 +141,9 @@ def test_algorithm_swaps_are_refused(user_id: int, sid: str, alg: str) -> None:
         _b64(hmac.new(KEY.encode(), signing_input.encode(), hashlib.sha256).digest()),
     ):
         with pytest.raises(TokenError):
-            decode_access_token(f"{signing_input}.{signature}", key=KEY, algorithm="HS256", now=NOW)
+            decode_access_token(
+                f"{signing_input}.{signature}", keys=SigningKeys.hmac(KEY, "HS256"), now=NOW
+            )
 
 
 @fast
@@ -158,10 +163,10 @@ def test_retyped_tokens_are_refused(user_id: int, sid: str, generation: int, kin
     token = jose_jwt.encode(claims, KEY, algorithm="HS256")
     if kind != "access":
         with pytest.raises(TokenError):
-            decode_access_token(token, key=KEY, algorithm="HS256", now=NOW)
+            decode_access_token(token, keys=SigningKeys.hmac(KEY, "HS256"), now=NOW)
     if kind != "refresh":
         with pytest.raises(TokenError):
-            decode_refresh_token(token, key=KEY, algorithm="HS256", now=NOW)
+            decode_refresh_token(token, keys=SigningKeys.hmac(KEY, "HS256"), now=NOW)
 
 
 @fast
@@ -170,7 +175,7 @@ def test_expired_tokens_are_refused(user_id: int, sid: str, late: int) -> None:
     token = _access(user_id, sid, 900)
     with pytest.raises(TokenError):
         decode_access_token(
-            token, key=KEY, algorithm="HS256", now=NOW + timedelta(seconds=900 + late)
+            token, keys=SigningKeys.hmac(KEY, "HS256"), now=NOW + timedelta(seconds=900 + late)
         )
 
 
@@ -179,7 +184,7 @@ def test_expired_tokens_are_refused(user_id: int, sid: str, late: int) -> None:
 def test_arbitrary_strings_never_crash_the_decoder(text: str) -> None:
     for decode in (decode_access_token, decode_refresh_token):
         with contextlib.suppress(TokenError):
-            decode(text, key=KEY, algorithm="HS256", now=NOW)
+            decode(text, keys=SigningKeys.hmac(KEY, "HS256"), now=NOW)
 
 
 @fast

@@ -18,6 +18,7 @@ from app.security.tokens import (
     MAX_CLOCK_SKEW_SECONDS,
     AccessClaims,
     RefreshClaims,
+    SigningKeys,
     TokenError,
     TokenProblem,
     decode_access_token,
@@ -25,7 +26,7 @@ from app.security.tokens import (
     encode_access_token,
     encode_refresh_token,
 )
-from app.services.tokens import TokenKeys
+from app.services.tokens import PublishedKeys, TokenKeys
 
 ACCESS_KEY = "unit-access-key-" + "a" * 40
 REFRESH_KEY = "unit-refresh-key-" + "b" * 40
@@ -107,8 +108,7 @@ def make_access(
         session_id=SID,
         issued_at=issued_at,
         expires_at=issued_at + ttl,
-        key=key,
-        algorithm=algorithm,
+        keys=SigningKeys.hmac(key, algorithm),
     )
 
 
@@ -126,20 +126,19 @@ def make_refresh(
         generation=generation,
         issued_at=issued_at,
         expires_at=issued_at + ttl,
-        key=key,
-        algorithm=algorithm,
+        keys=SigningKeys.hmac(key, algorithm),
     )
 
 
 def access_problem(token: str, *, key: str = ACCESS_KEY, now: datetime = NOW) -> TokenProblem:
     with pytest.raises(TokenError) as caught:
-        decode_access_token(token, key=key, algorithm=ALG, now=now)
+        decode_access_token(token, keys=SigningKeys.hmac(key, ALG), now=now)
     return caught.value.problem
 
 
 def refresh_problem(token: str, *, key: str = REFRESH_KEY, now: datetime = NOW) -> TokenProblem:
     with pytest.raises(TokenError) as caught:
-        decode_refresh_token(token, key=key, algorithm=ALG, now=now)
+        decode_refresh_token(token, keys=SigningKeys.hmac(key, ALG), now=now)
     return caught.value.problem
 
 
@@ -148,7 +147,7 @@ def refresh_problem(token: str, *, key: str = REFRESH_KEY, now: datetime = NOW) 
 
 def test_access_token_round_trip() -> None:
     token = make_access()
-    claims = decode_access_token(token, key=ACCESS_KEY, algorithm=ALG, now=NOW)
+    claims = decode_access_token(token, keys=SigningKeys.hmac(ACCESS_KEY, ALG), now=NOW)
     assert claims == AccessClaims(
         user_id=USER_ID, session_id=SID, issued_at=TS, expires_at=TS + 15 * 60
     )
@@ -169,7 +168,7 @@ def test_access_token_carries_strapi_id_and_type() -> None:
 
 def test_refresh_token_round_trip() -> None:
     token = make_refresh(generation=3)
-    claims = decode_refresh_token(token, key=REFRESH_KEY, algorithm=ALG, now=NOW)
+    claims = decode_refresh_token(token, keys=SigningKeys.hmac(REFRESH_KEY, ALG), now=NOW)
     assert claims == RefreshClaims(
         user_id=USER_ID, session_id=SID, generation=3, issued_at=TS, expires_at=TS + 30 * 86400
     )
@@ -191,25 +190,33 @@ def test_round_trip_with_each_hmac_algorithm(algorithm: str) -> None:
     access = make_access(algorithm=algorithm)
     refresh = make_refresh(algorithm=algorithm)
     assert jwt.get_unverified_header(access)["alg"] == algorithm
-    assert decode_access_token(access, key=ACCESS_KEY, algorithm=algorithm, now=NOW).user_id == 7
     assert (
-        decode_refresh_token(refresh, key=REFRESH_KEY, algorithm=algorithm, now=NOW).generation == 1
+        decode_access_token(access, keys=SigningKeys.hmac(ACCESS_KEY, algorithm), now=NOW).user_id
+        == 7
+    )
+    assert (
+        decode_refresh_token(
+            refresh, keys=SigningKeys.hmac(REFRESH_KEY, algorithm), now=NOW
+        ).generation
+        == 1
     )
 
 
 def test_timestamps_are_whole_seconds() -> None:
     issued_at = NOW.replace(microsecond=999_999)
     claims = decode_access_token(
-        make_access(issued_at=issued_at), key=ACCESS_KEY, algorithm=ALG, now=issued_at
+        make_access(issued_at=issued_at), keys=SigningKeys.hmac(ACCESS_KEY, ALG), now=issued_at
     )
     assert (claims.issued_at, claims.expires_at) == (TS, TS + 900)
 
 
 def test_a_hand_made_token_decodes_like_an_encoded_one() -> None:
     """The ``craft`` helper is faithful: it is what makes the refusals below meaningful."""
-    assert decode_access_token(craft(access_payload()), key=ACCESS_KEY, algorithm=ALG, now=NOW)
+    assert decode_access_token(
+        craft(access_payload()), keys=SigningKeys.hmac(ACCESS_KEY, ALG), now=NOW
+    )
     assert decode_refresh_token(
-        craft(refresh_payload(), key=REFRESH_KEY), key=REFRESH_KEY, algorithm=ALG, now=NOW
+        craft(refresh_payload(), key=REFRESH_KEY), keys=SigningKeys.hmac(REFRESH_KEY, ALG), now=NOW
     )
 
 
@@ -239,9 +246,9 @@ def test_refresh_token_expired_at_and_after_exp(after: timedelta) -> None:
 
 def test_valid_until_the_last_second_before_exp() -> None:
     now = NOW + ACCESS_TTL - timedelta(seconds=1)
-    assert decode_access_token(make_access(), key=ACCESS_KEY, algorithm=ALG, now=now)
+    assert decode_access_token(make_access(), keys=SigningKeys.hmac(ACCESS_KEY, ALG), now=now)
     now = NOW + REFRESH_TTL - timedelta(seconds=1)
-    assert decode_refresh_token(make_refresh(), key=REFRESH_KEY, algorithm=ALG, now=now)
+    assert decode_refresh_token(make_refresh(), keys=SigningKeys.hmac(REFRESH_KEY, ALG), now=now)
 
 
 def test_sub_second_remainder_of_now_does_not_extend_validity() -> None:
@@ -252,10 +259,10 @@ def test_sub_second_remainder_of_now_does_not_extend_validity() -> None:
 def test_iat_within_clock_skew_is_accepted() -> None:
     issued_at = NOW + timedelta(seconds=MAX_CLOCK_SKEW_SECONDS)
     assert decode_access_token(
-        make_access(issued_at=issued_at), key=ACCESS_KEY, algorithm=ALG, now=NOW
+        make_access(issued_at=issued_at), keys=SigningKeys.hmac(ACCESS_KEY, ALG), now=NOW
     )
     assert decode_refresh_token(
-        make_refresh(issued_at=issued_at), key=REFRESH_KEY, algorithm=ALG, now=NOW
+        make_refresh(issued_at=issued_at), keys=SigningKeys.hmac(REFRESH_KEY, ALG), now=NOW
     )
 
 
@@ -306,7 +313,7 @@ def test_other_hmac_algorithm_refused_when_hs256_is_pinned(other: str) -> None:
 
 def test_hs256_refused_when_hs512_is_pinned() -> None:
     with pytest.raises(TokenError) as caught:
-        decode_access_token(make_access(), key=ACCESS_KEY, algorithm="HS512", now=NOW)
+        decode_access_token(make_access(), keys=SigningKeys.hmac(ACCESS_KEY, "HS512"), now=NOW)
     assert caught.value.problem is TokenProblem.MALFORMED
 
 
@@ -498,7 +505,10 @@ def test_bad_sub(sub: object) -> None:
 def test_longest_sub_accepted() -> None:
     user_id = 10**18 - 1  # 18 digits
     token = craft(refresh_payload(sub=str(user_id)), key=REFRESH_KEY)
-    assert decode_refresh_token(token, key=REFRESH_KEY, algorithm=ALG, now=NOW).user_id == user_id
+    assert (
+        decode_refresh_token(token, keys=SigningKeys.hmac(REFRESH_KEY, ALG), now=NOW).user_id
+        == user_id
+    )
 
 
 @pytest.mark.parametrize(
@@ -515,7 +525,7 @@ def test_bad_sid(sid: object) -> None:
 @pytest.mark.parametrize("sid", ["s", "s" * 64])
 def test_sid_length_bounds_accepted(sid: str) -> None:
     claims = decode_access_token(
-        craft(access_payload(sid=sid)), key=ACCESS_KEY, algorithm=ALG, now=NOW
+        craft(access_payload(sid=sid)), keys=SigningKeys.hmac(ACCESS_KEY, ALG), now=NOW
     )
     assert claims.session_id == sid
 
@@ -537,7 +547,7 @@ def test_generation_zero_or_negative_even_through_the_encoder() -> None:
 
 def test_large_generation_accepted() -> None:
     claims = decode_refresh_token(
-        make_refresh(generation=2**40), key=REFRESH_KEY, algorithm=ALG, now=NOW
+        make_refresh(generation=2**40), keys=SigningKeys.hmac(REFRESH_KEY, ALG), now=NOW
     )
     assert claims.generation == 2**40
 
@@ -555,5 +565,9 @@ def test_token_error_names_its_problem() -> None:
 
 
 def test_repr_of_the_runtime_keys_hides_them() -> None:
-    keys = TokenKeys("secret-access-key", "secret-refresh-key", "HS256", timedelta(minutes=5))
+    keys = TokenKeys(
+        PublishedKeys.of_secret("secret-access-key", "HS256"),
+        SigningKeys.hmac("secret-refresh-key", "HS256"),
+        timedelta(minutes=5),
+    )
     assert "secret" not in repr(keys)
