@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -22,6 +24,7 @@ from app.security.keys import (
     parse_key_set,
     with_notes,
 )
+from tests.support import ROOT
 
 NOW = datetime(2026, 12, 3, 15, 0, tzinfo=UTC)
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k", "refreshd"}
@@ -195,3 +198,26 @@ def test_refuses_bad_notes(es256: SigningKey) -> None:
 
 def test_an_hmac_algorithm_has_no_key_set(es256: SigningKey) -> None:
     assert "is not signed with a key set" in _refusal(document(jwk_of(es256)), "HS256")
+
+
+def test_the_ecdsa_package_is_never_imported() -> None:
+    """python-jose depends on the pure-Python ecdsa package (with a known timing side channel) whether or not it
+    uses it: a fresh process that signs and verifies ES256 and RS256 tokens must never load it."""
+    script = (
+        "import sys\n"
+        "from datetime import UTC, datetime, timedelta\n"
+        "from app.main import create_app\n"
+        "from app.security.keys import generate_key\n"
+        "from app.security.tokens import SigningKeys, decode_access_token, encode_access_token\n"
+        "now = datetime.now(UTC)\n"
+        "for alg in ('ES256', 'RS256'):\n"
+        "    keys = SigningKeys.key_set((generate_key(alg, now, 'k'),))\n"
+        "    token = encode_access_token(user_id=1, session_id='s', issued_at=now,\n"
+        "                                expires_at=now + timedelta(minutes=1), keys=keys)\n"
+        "    assert decode_access_token(token, keys=keys, now=now).user_id == 1\n"
+        "print(sorted(m for m in sys.modules if m == 'ecdsa' or m.startswith(('ecdsa.', 'rsa.'))))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
