@@ -58,6 +58,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise CommandError(
             "METRICS_PORT is one process's listener: use it with one worker, or METRICS_TOKEN instead"
         )
+    _check_signing_keys(settings)
     problem = _database_problem(settings)
     if problem is not None:
         # Not a refusal: the database may come up later, and /readyz answers 503 until it does.
@@ -69,6 +70,17 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, workers=args.workers, graceful_timeout=args.graceful_timeout
     )
     return 0
+
+
+def _check_signing_keys(settings: Settings) -> None:
+    """An ES256/RS256 key set the server could not sign with is refused here, in one line, as at its start."""
+    from app.security.keys import KeySetError
+    from app.services.key_file import load_signing_keys
+
+    try:
+        load_signing_keys(settings)
+    except KeySetError as exc:
+        raise CommandError(f"invalid configuration: {exc}") from None
 
 
 def _database_problem(settings: Settings) -> str | None:

@@ -224,6 +224,11 @@ SERVER_COMMANDS = {
         ({"DATABASE_URL": "garbage"}, "DATABASE_URL: not a database URL"),
         ({"REDIS_URL": "garbage"}, "REDIS_URL: not a Redis URL"),
         ({"PRODUCTION_URL": "https://"}, "PRODUCTION_URL: 'https://' is not"),
+        ({"JWT_ALGORITHM": "ES256"}, "JWT_ALGORITHM=ES256 needs JWT_SIGNING_KEYS_FILE: create one"),
+        (
+            {"JWT_ALGORITHM": "RS256", "JWT_SIGNING_KEYS_FILE": "/nonexistent/keys.json"},
+            "JWT_SIGNING_KEYS_FILE: /nonexistent/keys.json does not exist",
+        ),
     ],
     ids=lambda value: next(iter(value)) if isinstance(value, dict) else None,
 )
