@@ -266,6 +266,20 @@ BY_OPERATION: dict[tuple[str, int], ErrorExamples] = {
         ("missing", "No code", _fields(("confirmation", "confirmation is a required field"))),
         ("invalid", "Unknown, used or expired code", ValidationError(INVALID_TOKEN)),
     ],
+    ("introspect", 400): [
+        ("missingToken", "No token field", _fields(("token", "token is a required field"))),
+        (
+            "notAForm",
+            "Not a form body",
+            ValidationError(
+                "The body must be application/x-www-form-urlencoded with a token field (RFC 7662)"
+            ),
+        ),
+    ],
+    ("introspect", 401): [
+        ("badCredential", "No or a wrong INTROSPECTION_TOKEN", UnauthorizedError())
+    ],
+    ("introspect", 404): [("disabled", "INTROSPECTION_TOKEN is unset", NotFoundError())],
     ("revokeSession", 404): [
         ("notFound", "No such live session", NotFoundError("Session not found"))
     ],

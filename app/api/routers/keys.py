@@ -37,8 +37,11 @@ async def jwks(request: Request, runtime: RuntimeDep) -> Response:
     headers = {
         "Cache-Control": f"public, max-age={runtime.settings.jwks_max_age.total_seconds():.0f}",
         "ETag": published.etag,
+        # Public keys, no credentials: any page may read them (a browser-side verifier, a JWT debugger).
+        "Access-Control-Allow-Origin": "*",
     }
-    if published.etag in _etags(request.headers.get("if-none-match")):
+    presented = _etags(request.headers.get("if-none-match"))
+    if published.etag in presented or "*" in presented:
         return Response(status_code=304, headers=headers)
     return Response(published.jwks, media_type="application/json", headers=headers)
 
