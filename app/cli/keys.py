@@ -149,11 +149,13 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _promote(args: argparse.Namespace) -> int:
     keys = _key_file(args)
-    status = _step(lambda: keys.promote(args.kid, _now(), force=args.force))
-    print(f"{status.kid}: signing in {keys.path}; the previous key now only verifies")
+    previous = _step(lambda: keys.promote(args.kid, _now(), force=args.force))
+    print(f"{args.kid}: signing in {keys.path}; {previous.kid} now only verifies")
     _reload_hint(keys.policy.reload_interval)
-    retire_at = _now() + keys.policy.retire_after
-    print(f"next: `refreshd keys retire <previous kid>` from {_stamp(retire_at)}")
+    print(
+        f"next: `refreshd keys retire {previous.kid}` from {_stamp(previous.next_step_at)}, "
+        "when the last token it signed has expired"
+    )
     return 0
 
 

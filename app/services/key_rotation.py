@@ -154,7 +154,8 @@ class KeyFile:
         return self._status(key, len(keys))
 
     def promote(self, kid: str, now: datetime, *, force: bool = False) -> KeyStatus:
-        """Make ``kid`` the signing key; the one it replaces only verifies from now on."""
+        """Make ``kid`` the signing key; the one it replaces only verifies from now on. Returns the replaced key's
+        status (its ``next_step_at``: when it may be retired)."""
         with self._locked():
             keys = self.read()
             position = self._position(keys, kid)
@@ -168,11 +169,11 @@ class KeyFile:
                     f"cache the old JWK Set for JWKS_MAX_AGE and servers reread the file every "
                     f"JWT_SIGNING_KEYS_RELOAD_INTERVAL; promote it from {_when(ready)} (or --force)"
                 )
-            previous = keys[0]
+            previous = with_notes(keys[0], demoted=now)
             promoted = with_notes(key, promoted=now, demoted=None)
             rest = [k for i, k in enumerate(keys) if i not in (0, position)]
-            self._write((promoted, with_notes(previous, demoted=now), *rest))
-        return self._status(promoted, 0)
+            self._write((promoted, previous, *rest))
+        return self._status(previous, 1)
 
     def retire(self, kid: str, now: datetime, *, force: bool = False) -> KeyStatus:
         """Remove ``kid``: tokens it signed are refused from then on."""

@@ -49,9 +49,10 @@ def test_the_whole_rotation(keys: KeyFile) -> None:
     assert kids(keys) == [("k1", Role.SIGNING), ("k2", Role.PUBLISHED)]
 
     promoted_at = T0 + timedelta(days=31)
-    keys.promote("k2", promoted_at)
+    replaced = keys.promote("k2", promoted_at)
     assert kids(keys) == [("k2", Role.SIGNING), ("k1", Role.VERIFYING)]
     old = keys.status()[1]
+    assert old == replaced
     assert old.demoted == promoted_at
     assert old.next_step_at == promoted_at + timedelta(minutes=15, seconds=10)
 
