@@ -1,8 +1,10 @@
-"""Two versions of the service side by side: the same wrk load, alternated between them round after round.
+"""Versions or configurations of the service side by side: the same wrk load, alternated between them round after
+round.
 
     uv run --frozen python bench/ab.py [--base REV] [--backend postgresql|sqlite]
-                                       [--scenario refresh|refresh-rotation|me|login]
+                                       [--scenario refresh|refresh-rotation|me|me-uncached|login]
                                        [--rounds 8] [--seconds 4] [--cpu-limit CORES]
+    uv run --frozen python bench/ab.py --algorithms HS256,ES256,RS256 [--backend ...] [--scenario ...] ...
 
 On this shared two-core machine a single run's throughput moves by ±10-20 % from one minute to the next, so a
 change worth 5 % cannot be seen by comparing two runs of ``bench/run.py``. Here both servers run on the same
@@ -16,10 +18,20 @@ uncommitted changes included. The database is migrated by this working tree: com
 migrations. ``--cpu-limit`` runs both servers under a cgroup CPU quota (perf.cpucap), as on a slower machine; only
 one of them is loaded at a time.
 
+``--algorithms HS256,ES256,...`` compares configurations of this working tree instead of two revisions: one server
+per algorithm (``JWT_ALGORITHM``; for ES256 and RS256 a ``JWT_SIGNING_KEYS_FILE`` of one key, generated once per run
+with mode 0600), the first being A and every other compared to it. Access tokens are minted with each server's own
+key; refresh tokens are HS256 in every mode, so those loads are shared. With N of them a round measures each twice,
+in the order of the list rotated by the round's number and then backwards (ABBA / BAAB for two; ABCCBA, BCAACB,
+CABBAC for three): every round, each has the same mean position, and over N rounds each takes every position
+equally often. The rounds default to the smallest multiple of N from 8.
+
 Scenarios: ``refresh`` (rotation off: the plugin's default), ``refresh-rotation`` (rotation on: 256 token chains
 each presented once and followed by its successor, bench/wrk/chain.lua; every measurement gets chains of its own,
-since a chain used up by one server would be a replay for the other), ``me`` (``/users/me``) and ``login`` (16
-connections, bound by argon2).
+since a chain used up by one server would be a replay for the other), ``me`` (``/users/me`` with the 256 sessions'
+access tokens, which the server remembers once verified: app/security/tokens.py ``VERIFIED_CACHE_SIZE``),
+``me-uncached`` (the same sessions with 32 distinct access tokens each, 8,192 in all, cycled: more than the server
+remembers, so every request pays a full signature check) and ``login`` (16 connections, bound by argon2).
 """
 
 from __future__ import annotations
@@ -32,8 +44,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from perf import ROOT, database, load
@@ -51,6 +64,15 @@ from perf.scenarios import (
 )
 from perf.server import Server, running
 
+from app.security.keys import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS
+from app.security.tokens import VERIFIED_CACHE_SIZE, SigningKeys
+from app.services.key_rotation import KeyFile, RotationPolicy
+
+# me-uncached: distinct access tokens per session. Two wrk threads each cycle through half of them, so between two
+# uses of a token the server has verified every other one: 8,192 > VERIFIED_CACHE_SIZE, none is still remembered.
+UNCACHED_PER_SESSION = 32
+assert TOKEN_SESSIONS * UNCACHED_PER_SESSION >= 2 * VERIFIED_CACHE_SIZE
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -59,6 +81,19 @@ class Sample:
     p99_ms: float
     cpu_us: float  # the server's CPU (user + system) per request
     errors: int
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One side of the comparison: the code a server runs, the settings it gets, the keys of its access tokens."""
+
+    label: str
+    root: Path = ROOT
+    env: Mapping[str, str] = field(default_factory=dict)
+    access: SigningKeys | None = None  # None: HS256 with the run's JWT_SECRET
+    # A revision from before this tree's last migration (the database is migrated by this tree) is ready when it
+    # answers, not when /readyz finds its own schema head.
+    ready: str = "/readyz"
 
 
 @contextlib.contextmanager
@@ -77,12 +112,41 @@ def worktree(revision: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-SCENARIOS = ("refresh", "refresh-rotation", "me", "login")
+def algorithm_variant(algorithm: str, workdir: Path) -> Variant:
+    """A server of this working tree with ``JWT_ALGORITHM=algorithm``; for ES256 and RS256 with a key file of one
+    new key, written as ``refreshd keys generate`` writes it (mode 0600)."""
+    if algorithm in HMAC_ALGORITHMS:
+        # Tokens minted with the run's JWT_SECRET under this algorithm.
+        return Variant(algorithm, env={"JWT_ALGORITHM": algorithm}, access=None)
+    path = workdir / f"signing-keys-{algorithm.lower()}.json"
+    policy = RotationPolicy(database.ACCESS_TTL, timedelta(seconds=10), timedelta(minutes=5))
+    key_file = KeyFile(path, policy)
+    key_file.generate(algorithm, datetime.now(UTC), "k1")
+    return Variant(
+        algorithm,
+        env={"JWT_ALGORITHM": algorithm, "JWT_SIGNING_KEYS_FILE": str(path)},
+        access=SigningKeys.key_set(key_file.read()),
+    )
+
+
+def algorithms_argument(value: str) -> list[str]:
+    names = [name.strip().upper() for name in value.split(",") if name.strip()]
+    known = HMAC_ALGORITHMS + ASYMMETRIC_ALGORITHMS
+    unknown = [name for name in names if name not in known]
+    if unknown or len(names) < 2 or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"two or more distinct algorithms of {', '.join(known)}, comma-separated"
+        )
+    return names
+
+
+SCENARIOS = ("refresh", "refresh-rotation", "me", "me-uncached", "login")
 
 
 class Loads:
     """The loads of a scenario, on one seeded database: the same for every measurement, except the rotation
-    chains, which a measurement uses up (each is minted afresh)."""
+    chains, which a measurement uses up (each is minted afresh). ``/users/me`` loads are per variant (its access
+    tokens are signed with its key), for the same sessions; the others are shared."""
 
     def __init__(
         self, scenario: str, backend: database.Backend, keys: database.Secrets, users: int
@@ -92,37 +156,52 @@ class Loads:
         self.keys = keys
         self.users = users
         self.workdir = Path(tempfile.mkdtemp(prefix="refreshd-ab-loads-"))
-        self._fixed: Load | None = None
+        self._refs: list[database.SessionRef] | None = None
+        self._fixed: dict[str, Load] = {}
         self._minted = 0
 
     def _files(self, name: str, values: list[str]) -> str:
         return str(load.write_thread_files(self.workdir, name, values, THREADS))
 
-    def _tokens(self) -> database.Tokens:
-        refs = database.add_sessions(self.backend, TOKEN_SESSIONS, self.users, "refreshd-bench")
-        return database.mint(refs, self.keys)
+    def _sessions(self) -> list[database.SessionRef]:
+        return database.add_sessions(self.backend, TOKEN_SESSIONS, self.users, "refreshd-bench")
 
-    def next(self) -> Load:
+    def _fixed_refs(self) -> list[database.SessionRef]:
+        if self._refs is None:
+            self._refs = self._sessions()
+        return self._refs
+
+    def _access(self, variant: Variant) -> Load:
+        access = variant.access or SigningKeys.hmac(
+            self.keys.access, variant.env.get("JWT_ALGORITHM", database.ALGORITHM)
+        )
+        per_session = UNCACHED_PER_SESSION if self.scenario == "me-uncached" else 1
+        tokens = database.access_tokens(self._fixed_refs(), access, per_session=per_session)
+        return Load("me.lua", ME_PATH, [self._files(f"me-{variant.label}", tokens)])
+
+    def next(self, variant: Variant) -> Load:
         if self.scenario == "refresh-rotation":
             self._minted += 1
-            name = f"chain-{self._minted}"
-            return Load("chain.lua", REFRESH_PATH, [self._files(name, self._tokens().refresh)])
-        if self._fixed is None:
+            chains = database.mint(self._sessions(), self.keys).refresh
+            return Load("chain.lua", REFRESH_PATH, [self._files(f"chain-{self._minted}", chains)])
+        key = variant.label if self.scenario in ("me", "me-uncached") else ""
+        if key not in self._fixed:
             if self.scenario == "login":
                 identifiers = [database.username(i) for i in range(1, self.users + 1)]
-                self._fixed = Load(
+                self._fixed[key] = Load(
                     "login.lua",
                     LOGIN_PATH,
                     [self._files("login", identifiers), database.BENCH_PASSWORD],
                     LOGIN_CONNECTIONS,
                 )
-            elif self.scenario == "me":
-                self._fixed = Load("me.lua", ME_PATH, [self._files("me", self._tokens().access)])
+            elif key:
+                self._fixed[key] = self._access(variant)
             else:
-                self._fixed = Load(
-                    "refresh.lua", REFRESH_PATH, [self._files("refresh", self._tokens().refresh)]
+                refresh = database.mint(self._fixed_refs(), self.keys).refresh
+                self._fixed[key] = Load(
+                    "refresh.lua", REFRESH_PATH, [self._files("refresh", refresh)]
                 )
-        return self._fixed
+        return self._fixed[key]
 
 
 def measure(server: Server, work: Load, seconds: float, out: Path) -> Sample:
@@ -147,6 +226,13 @@ def measure(server: Server, work: Load, seconds: float, out: Path) -> Sample:
     )
 
 
+def round_order(count: int, number: int) -> list[int]:
+    """The variants' indices in the order round ``number`` (from 0) measures them: the list rotated by the round's
+    number, then backwards. Two: ABBA, BAAB. Three: ABCCBA, BCAACB, CABBAC."""
+    forward = [(number + i) % count for i in range(count)]
+    return forward + forward[::-1]
+
+
 def _mean(samples: list[Sample]) -> Sample:
     return Sample(
         rps=statistics.fmean(s.rps for s in samples),
@@ -157,8 +243,13 @@ def _mean(samples: list[Sample]) -> Sample:
     )
 
 
-def _median_ratio(pairs: list[tuple[Sample, Sample]], field: str) -> str:
-    ratios = [getattr(b, field) / getattr(a, field) for a, b in pairs if getattr(a, field)]
+def _median_ratio(rounds: list[list[Sample]], field: str, index: int = 1) -> str:
+    """The median over the rounds of variant ``index``'s ``field`` over the first variant's, with the range."""
+    ratios = [
+        getattr(samples[index], field) / getattr(samples[0], field)
+        for samples in rounds
+        if getattr(samples[0], field)
+    ]
     return (
         f"{statistics.median(ratios):.3f} (range {min(ratios):.3f}-{max(ratios):.3f})"
         if ratios
@@ -166,28 +257,49 @@ def _median_ratio(pairs: list[tuple[Sample, Sample]], field: str) -> str:
     )
 
 
-def report(args: argparse.Namespace, base: str, pairs: list[tuple[Sample, Sample]]) -> str:
+def report(
+    args: argparse.Namespace, title: str, labels: list[str], rounds: list[list[Sample]]
+) -> str:
     connections = LOGIN_CONNECTIONS if args.scenario == "login" else CONNECTIONS
+    per_round = f"2 x {args.seconds:g} s each"
+    columns = [
+        *(f"{label} req/s" for label in labels),
+        *(f"{label} p99 ms" for label in labels),
+        *(f"{label} CPU µs/req" for label in labels),
+        f"errors {'/'.join(labels)}",
+    ]
     lines = [
-        f"A/B `{base}` (A) vs the working tree (B), {args.backend} {args.scenario}, "
-        f"{args.rounds} rounds of 2 x {args.seconds:g} s each, wrk -t{THREADS} -c{connections}"
+        f"{title}, {args.backend} {args.scenario}, "
+        f"{args.rounds} rounds of {per_round}, wrk -t{THREADS} -c{connections}"
         + (f", servers capped at {args.cpu_limit:g} core" if args.cpu_limit else ""),
         "",
-        "| round | A req/s | B req/s | A p99 ms | B p99 ms | A CPU µs/req | B CPU µs/req | errors A/B |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| round | " + " | ".join(columns) + " |",
+        "|---:|" + "---:|" * len(columns),
     ]
-    for number, (a, b) in enumerate(pairs, 1):
-        lines.append(
-            f"| {number} | {a.rps:,.0f} | {b.rps:,.0f} | {a.p99_ms:.1f} | {b.p99_ms:.1f} "
-            f"| {a.cpu_us:.0f} | {b.cpu_us:.0f} | {a.errors}/{b.errors} |"
-        )
-    lines += [
-        "",
-        f"- B/A req/s, median of rounds: {_median_ratio(pairs, 'rps')}",
-        f"- B/A p99: {_median_ratio(pairs, 'p99_ms')}",
-        f"- B/A server CPU per request: {_median_ratio(pairs, 'cpu_us')}",
-    ]
+    for number, samples in enumerate(rounds, 1):
+        cells = [
+            *(f"{s.rps:,.0f}" for s in samples),
+            *(f"{s.p99_ms:.1f}" for s in samples),
+            *(f"{s.cpu_us:.0f}" for s in samples),
+            "/".join(str(s.errors) for s in samples),
+        ]
+        lines.append(f"| {number} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for index, label in enumerate(labels[1:], 1):
+        ratio = f"{label}/{labels[0]}"
+        lines += [
+            f"- {ratio} req/s, median of rounds: {_median_ratio(rounds, 'rps', index)}",
+            f"- {ratio} p99: {_median_ratio(rounds, 'p99_ms', index)}",
+            f"- {ratio} server CPU per request: {_median_ratio(rounds, 'cpu_us', index)}",
+        ]
     return "\n".join(lines)
+
+
+def _describe(labels: list[str], samples: list[Sample]) -> str:
+    return " | ".join(
+        f"{label} {s.rps:,.0f} req/s p99 {s.p99_ms:.1f} ms {s.cpu_us:.0f} µs/req"
+        for label, s in zip(labels, samples, strict=True)
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -195,78 +307,120 @@ def main(argv: list[str]) -> int:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--base", default="HEAD", help="git revision for A (default HEAD)")
+    parser.add_argument(
+        "--algorithms",
+        type=algorithms_argument,
+        metavar="ALG,ALG[,...]",
+        help="compare JWT_ALGORITHM settings of the working tree instead (the first is A); --base unused",
+    )
     parser.add_argument("--backend", choices=("postgresql", "sqlite"), default="postgresql")
     parser.add_argument("--scenario", choices=SCENARIOS, default="refresh")
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="default 8; with --algorithms the smallest multiple of their number from 8",
+    )
     parser.add_argument("--seconds", type=float, default=4.0, help="per measurement; 4 per round")
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument(
-        "--cpu-limit", type=cores_argument, metavar="CORES", help="cap both servers (perf.cpucap)"
+        "--cpu-limit", type=cores_argument, metavar="CORES", help="cap every server (perf.cpucap)"
     )
     args = parser.parse_args(argv)
     backend_name: BackendName = args.backend
-    base = subprocess.run(
-        ["git", "rev-parse", "--short", args.base],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
     workdir = Path(tempfile.mkdtemp(prefix="refreshd-ab-work-"))
     keys = database.Secrets.generate()
+    variants: list[Variant]
+    base = ""
+    if args.algorithms:
+        variants = [algorithm_variant(name, workdir) for name in args.algorithms]
+    else:
+        base = subprocess.run(
+            ["git", "rev-parse", "--short", args.base],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        variants = [Variant("A", ready="/healthz"), Variant("B")]
+    count = len(variants)
+    if args.rounds is None:
+        args.rounds = 8 if count == 2 else -(-8 // count) * count
+    labels = [variant.label for variant in variants]
     backend = database.create(backend_name, workdir)
     database.seed_users(backend, args.users)
     loads = Loads(args.scenario, backend, keys, args.users)
     rotation = args.scenario == "refresh-rotation"
-    pairs: list[tuple[Sample, Sample]] = []
+    rounds: list[list[Sample]] = []
+    codes: list[
+        str
+    ] = []  # the code each round's servers ran: others may commit while a run goes on
     with contextlib.ExitStack() as stack:
         try:
             cap = None if args.cpu_limit is None else stack.enter_context(cpu_cap(args.cpu_limit))
         except CapUnavailable as exc:
             print(exc, file=sys.stderr)
             return 2
-        tree = stack.enter_context(worktree(base))
+        if base:
+            tree = stack.enter_context(worktree(base))
+            variants[0] = Variant("A", root=tree, ready="/healthz")
         for number in range(args.rounds):
             # Fresh processes every round: two processes of the same code can differ by several per cent for
             # the whole of their lives (memory layout, hash seeds), which would pass for a difference of code.
-            with (
-                # A may be a revision from before this tree's last migration (the database is migrated by
-                # this tree): it is ready when it answers, not when /readyz finds its own schema head.
-                running(
-                    backend,
-                    keys,
-                    workdir,
-                    "a",
-                    rotation=rotation,
-                    root=tree,
-                    cap=cap,
-                    ready="/healthz",
-                ) as a,
-                running(backend, keys, workdir, "b", rotation=rotation, cap=cap) as b,
-            ):
-                if number == 0:
-                    print(f"A: {a.code} from {tree}; B: {b.code}", flush=True)
-                for server in (a, b):  # warm-up, not recorded
-                    measure(server, loads.next(), 2.0, workdir / "warm.txt")
-                # ABBA, then BAAB: each server is measured first, second, third and last equally often, so
-                # neither drift over a round nor a position's own advantage leans on one side.
-                order = (a, b, b, a) if number % 2 == 0 else (b, a, a, b)
-                measured: dict[int, list[Sample]] = {id(a): [], id(b): []}
-                for server in order:
-                    measured[id(server)].append(
-                        measure(server, loads.next(), args.seconds, workdir / "wrk.txt")
+            with contextlib.ExitStack() as servers:
+                started = [
+                    servers.enter_context(
+                        running(
+                            backend,
+                            keys,
+                            workdir,
+                            variant.label.lower(),
+                            rotation=rotation,
+                            env=variant.env,
+                            root=variant.root,
+                            cap=cap,
+                            ready=variant.ready,
+                        )
                     )
-                samples = {key: _mean(values) for key, values in measured.items()}
-            pair = (samples[id(a)], samples[id(b)])
-            pairs.append(pair)
-            print(
-                f"round {number + 1}: A {pair[0].rps:,.0f} req/s p99 {pair[0].p99_ms:.1f} ms "
-                f"{pair[0].cpu_us:.0f} µs/req | B {pair[1].rps:,.0f} req/s p99 {pair[1].p99_ms:.1f} ms "
-                f"{pair[1].cpu_us:.0f} µs/req",
-                flush=True,
-            )
+                    for variant in variants
+                ]
+                codes += [
+                    code for code in dict.fromkeys(s.code for s in started) if code not in codes
+                ]
+                if number == 0:
+                    print(
+                        "; ".join(
+                            f"{v.label}: {s.code}" + (f" from {v.root}" if v.root != ROOT else "")
+                            for v, s in zip(variants, started, strict=True)
+                        ),
+                        flush=True,
+                    )
+                for variant, server in zip(variants, started, strict=True):  # warm-up, not recorded
+                    measure(server, loads.next(variant), 2.0, workdir / "warm.txt")
+                # ABBA, then BAAB (and their rotations for more variants): each server is measured first, second,
+                # third and last equally often, so neither drift over a round nor a position's own advantage leans
+                # on one side.
+                measured: list[list[Sample]] = [[] for _ in variants]
+                for index in round_order(count, number):
+                    measured[index].append(
+                        measure(
+                            started[index],
+                            loads.next(variants[index]),
+                            args.seconds,
+                            workdir / "wrk.txt",
+                        )
+                    )
+                samples = [_mean(values) for values in measured]
+            rounds.append(samples)
+            print(f"round {number + 1}: {_describe(labels, samples)}", flush=True)
+    if base:
+        title = f"A/B `{base}` (A) vs the working tree (B)"
+    else:
+        title = (
+            f"{' vs '.join(f'`JWT_ALGORITHM={label}`' for label in labels)} "
+            f"({labels[0]} is A), the working tree at {', then '.join(codes)}"
+        )
     print()
-    print(report(args, base, pairs))
+    print(report(args, title, labels, rounds))
     if backend_name == "postgresql":
         asyncio.run(database.drop_postgres())
     shutil.rmtree(workdir, ignore_errors=True)

@@ -208,31 +208,47 @@ def add_sessions(backend: Backend, count: int, users: int, marker: str) -> list[
     return asyncio.run(_add_sessions(backend, count, users, marker))
 
 
-def mint(refs: list[SessionRef], keys: Secrets) -> Tokens:
-    """The access and refresh tokens the service would have issued for these sessions."""
+def mint(refs: list[SessionRef], keys: Secrets, *, access: SigningKeys | None = None) -> Tokens:
+    """The access and refresh tokens the service would have issued for these sessions. Access tokens are signed
+    with ``access`` (a server's ES256 or RS256 key set) or, by default, the HS256 secret ``keys.access``; refresh
+    tokens are HS256 with ``keys.refresh`` whatever signs access tokens, as the service issues them."""
     now = datetime.now(UTC)
-    access = [
+    access_keys = access or SigningKeys.hmac(keys.access, ALGORITHM)
+    refresh_keys = SigningKeys.hmac(keys.refresh, ALGORITHM)
+    return Tokens(
+        access_tokens(refs, access_keys, now=now),
+        [
+            tokens.encode_refresh_token(
+                user_id=r.user_id,
+                session_id=r.session_id,
+                generation=1,
+                issued_at=now,
+                expires_at=r.refresh_expires_at,
+                keys=refresh_keys,
+            )
+            for r in refs
+        ],
+    )
+
+
+def access_tokens(
+    refs: list[SessionRef], keys: SigningKeys, *, now: datetime | None = None, per_session: int = 1
+) -> list[str]:
+    """Access tokens for these sessions signed with ``keys``: ``per_session`` distinct ones each (issued a second
+    apart, so that even an HMAC token differs), the sessions interleaved (the first token of every session, then the
+    second...)."""
+    now = now or datetime.now(UTC)
+    return [
         tokens.encode_access_token(
             user_id=r.user_id,
             session_id=r.session_id,
-            issued_at=now,
-            expires_at=now + ACCESS_TTL,
-            keys=SigningKeys.hmac(keys.access, ALGORITHM),
+            issued_at=now - timedelta(seconds=age),
+            expires_at=now - timedelta(seconds=age) + ACCESS_TTL,
+            keys=keys,
         )
+        for age in range(per_session)
         for r in refs
     ]
-    refresh = [
-        tokens.encode_refresh_token(
-            user_id=r.user_id,
-            session_id=r.session_id,
-            generation=1,
-            issued_at=now,
-            expires_at=r.refresh_expires_at,
-            keys=SigningKeys.hmac(keys.refresh, ALGORITHM),
-        )
-        for r in refs
-    ]
-    return Tokens(access, refresh)
 
 
 @dataclass(frozen=True)
