@@ -61,7 +61,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
                 _tune_garbage_collector()
             purger = asyncio.create_task(purge_periodically(runtime), name="refreshd-purge")
             if signing is not None:
-                watcher = KeyFileWatcher(settings, runtime.transport.keys, signing)
+                metrics.set_signing_kid(signing.keys[0].kid)
+                watcher = KeyFileWatcher(
+                    settings, runtime.transport.keys, signing, metrics.count_key_reload
+                )
                 app.state.key_watcher = watcher  # for tests that change the file in-process
                 own_port.enter_context(_reload_on_hangup(watcher))
                 own_port.push_async_callback(

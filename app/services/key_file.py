@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -91,7 +92,14 @@ def published_keys(settings: Settings, loaded: LoadedKeys | None) -> PublishedKe
 class KeyFileWatcher:
     """Rereads the key file of one process and swaps the keys its requests use."""
 
-    def __init__(self, settings: Settings, keys: TokenKeys, loaded: LoadedKeys) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        keys: TokenKeys,
+        loaded: LoadedKeys,
+        report: Callable[[str | None], None] | None = None,
+    ) -> None:
+        """``report``: told of each reread that changed the keys (the new signing kid) or was refused (None)."""
         assert settings.jwt_signing_keys_file is not None
         self.path = settings.jwt_signing_keys_file
         self.algorithm = settings.jwt_algorithm
@@ -99,6 +107,8 @@ class KeyFileWatcher:
         self.interval = settings.jwt_signing_keys_reload_interval.total_seconds()
         self.keys = keys
         self.digest = loaded.digest
+        self.refused_digest: str | None = None
+        self.report = report or (lambda _kid: None)
         self.wake = asyncio.Event()  # set by SIGHUP
 
     async def check(self) -> bool:
@@ -108,12 +118,19 @@ class KeyFileWatcher:
                 _read, self.path, self.algorithm, production=self.production
             )
         except KeySetError as exc:
-            logger.error("signing keys not reloaded, the keys in use stay: %s", exc)
+            # Once per problem, not every interval: the file stays broken until someone fixes it.
+            problem = hashlib.sha256(str(exc).encode()).hexdigest()
+            if problem != self.refused_digest:
+                self.refused_digest = problem
+                logger.error("signing keys not reloaded, the keys in use stay: %s", exc)
+                self.report(None)
             return False
+        self.refused_digest = None
         if loaded.digest == self.digest:
             return False
         self.keys.published = PublishedKeys.of_key_set(loaded.keys)
         self.digest = loaded.digest
+        self.report(loaded.keys[0].kid)
         logger.info(
             "signing keys reloaded: %s signs, %d key(s) verify (%s)",
             loaded.keys[0].kid,

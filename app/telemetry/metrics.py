@@ -127,6 +127,20 @@ class Metrics:
             "Rate-limit checks counted in this instance's memory because Redis was unreachable.",
             registry=registry,
         )
+        self.signing_key_reloads_total = Counter(
+            "refreshd_signing_key_reloads",
+            "Rereads of JWT_SIGNING_KEYS_FILE that changed the keys in use (loaded) or were refused (refused: the "
+            "file did not load, the keys in use stay; see the log).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.signing_key_info = Gauge(
+            "refreshd_signing_key_info",
+            "1 for the kid that signs this instance's access tokens (ES256/RS256): instances sharing a key file "
+            "should agree.",
+            ["kid"],
+            registry=registry,
+        )
         self._refresh_children = {
             refresh_outcome: self.refreshes_total.labels(outcome=refresh_outcome)
             for refresh_outcome in REFRESH_OUTCOMES
@@ -143,6 +157,8 @@ class Metrics:
             self.sessions_revoked_total.labels(reason=reason)
         for operation in HASH_OPERATIONS:
             self.password_hash_seconds.labels(operation=operation)
+        for reload_outcome in ("loaded", "refused"):
+            self.signing_key_reloads_total.labels(outcome=reload_outcome)
 
     def count_request(self, method: str, route: str, status: int, seconds: float) -> None:
         counted = self._request_children.get((method, route, status))
@@ -173,6 +189,18 @@ class Metrics:
 
     def count_rate_limit_fallback(self) -> None:
         self.rate_limit_fallbacks_total.inc()
+
+    def count_key_reload(self, signing_kid: str | None) -> None:
+        """A reread of the key file: ``signing_kid`` of the keys now in use, or None when it was refused."""
+        if signing_kid is None:
+            self.signing_key_reloads_total.labels(outcome="refused").inc()
+            return
+        self.signing_key_reloads_total.labels(outcome="loaded").inc()
+        self.set_signing_kid(signing_kid)
+
+    def set_signing_kid(self, kid: str) -> None:
+        self.signing_key_info.clear()
+        self.signing_key_info.labels(kid=kid).set(1)
 
     def observe_password_hash(self, operation: HashOperation, seconds: float) -> None:
         self.password_hash_seconds.labels(operation=operation).observe(seconds)

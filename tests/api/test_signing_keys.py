@@ -137,6 +137,10 @@ async def test_staged_rotation_in_a_running_app_logs_nobody_out(
     assert await watcher.check()
     assert not await watcher.check()  # the same bytes: nothing to do
     assert [k["kid"] for k in (await client.get(JWKS)).json()["keys"]] == ["k2", "k1"]
+    exposition = (await client.get("/metrics")).text
+    assert 'refreshd_signing_key_info{kid="k2"} 1.0' in exposition
+    assert 'kid="k1"' not in exposition
+    assert 'refreshd_signing_key_reloads_total{outcome="loaded"} 2.0' in exposition
     refreshed = (await client.post("/api/auth/refresh", json=body)).json()
     body["refreshToken"] = refreshed["refreshToken"]
     assert header_of(refreshed["jwt"])["kid"] == "k2"
@@ -181,8 +185,14 @@ async def test_a_file_that_does_not_load_leaves_the_keys_in_use(
     assert "signing keys not reloaded, the keys in use stay" in caplog.text
     keys.path.unlink()
     assert not await watcher.check()
+    assert not await watcher.check()  # the same problem: logged and counted once
     keys.path.write_bytes(good)
     assert not await watcher.check()  # back to what is in use
+    exposition = (await client.get("/metrics")).text
+    assert 'refreshd_signing_key_reloads_total{outcome="refused"} 4.0' in exposition
+    assert 'refreshd_signing_key_reloads_total{outcome="loaded"} 0.0' in exposition
+    assert 'refreshd_signing_key_info{kid="k1"} 1.0' in exposition
+    assert caplog.text.count("does not exist") == 1
 
 
 def _b64(data: bytes) -> str:
