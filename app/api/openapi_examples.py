@@ -44,7 +44,7 @@ ERROR_CODES: dict[str, str] = {
     Rejection.EXPIRED: "The refresh token has expired (REFRESH_TOKEN_EXPIRES_IN): log in again.",
     Rejection.REVOKED: "The refresh token's session was ended (logout, password change or reset, revocation).",
     Rejection.REUSED: "A retired refresh token was presented again after the grace window: the session was "
-    "revoked as a replay. Log in again.",
+    "revoked as a replay (this answer, and every later refresh of that session's tokens). Log in again.",
     Rejection.SESSION_EXPIRED: "The session reached its absolute lifetime (SESSION_MAX_AGE): log in again.",
     Rejection.USER_BLOCKED: "The account has been blocked.",
     CROSS_SITE_REQUEST: "Cookie mode: the request came from an origin that is not allowed (CORS_ORIGINS, "

@@ -66,9 +66,13 @@ class Refused:
     reason: Rejection
     user_id: int | None = None
     session_id: str | None = None  # set when the verdict touched a session (reuse: it was revoked)
+    # A token of a session revoked earlier as a replay: refused as REVOKED (nothing more happens), but the client
+    # is told why its session ended, REFRESH_TOKEN_REUSED, as the replay itself was.
+    ended_by_reuse: bool = False
 
     def error(self) -> UnauthorizedError:
-        return UnauthorizedError(INVALID_REFRESH_TOKEN, code=self.reason.value)
+        code = Rejection.REUSED if self.ended_by_reuse else self.reason
+        return UnauthorizedError(INVALID_REFRESH_TOKEN, code=code.value)
 
 
 class Revocation(StrEnum):
@@ -271,7 +275,12 @@ class SessionService:
                     user_agent=client.short_user_agent,
                 )
                 return Refused(reason, uid, sid)
-        return Refused(reason)
+        ended_by_reuse = (
+            reason is Rejection.REVOKED
+            and verdict is not None
+            and verdict.row.revoked_reason == Revocation.REUSE.value
+        )
+        return Refused(reason, ended_by_reuse=ended_by_reuse)
 
     async def authenticated_user(
         self, user_id: int, session_id: str, *, now: datetime, email_confirmation: bool

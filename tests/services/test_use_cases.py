@@ -96,9 +96,10 @@ async def test_a_replay_after_the_grace_revokes_the_session(
     clock.advance(timedelta(seconds=11))
     replay = await services.sessions.refresh(token, CLIENT, now=clock.now)
     assert replay == Refused(Rejection.REUSED, user_id, session_id)
-    # The successor dies with its session.
+    # The successor dies with its session, refused as revoked; its holder is told the session ended by a reuse.
     after = await services.sessions.refresh(rotated.refresh.value, CLIENT, now=clock.now)
-    assert after == Refused(Rejection.REVOKED)
+    assert after == Refused(Rejection.REVOKED, ended_by_reuse=True)
+    assert after.error().details["code"] == "REFRESH_TOKEN_REUSED"
     with pytest.raises(UnauthorizedError):
         await services.sessions.authenticated_user(
             user_id, session_id, now=clock.now, email_confirmation=False
