@@ -42,6 +42,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
         signing = load_signing_keys(settings)
     except KeySetError as exc:
         raise SystemExit(f"refreshd: invalid configuration: {exc}") from None
+    if signing is not None:
+        _ignore_hangups()  # until the lifespan listens: a SIGHUP sent for a reload must never stop the server
     metrics = Metrics()
     metrics_route = (
         metrics_endpoint(metrics, settings.metrics_token) if settings.metrics_served else None
@@ -188,6 +190,14 @@ def _reload_on_hangup(watcher: KeyFileWatcher) -> Iterator[None]:
         yield
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
+        _ignore_hangups()  # not the default back: a reload's SIGHUP during shutdown must not cut it short
+
+
+def _ignore_hangups() -> None:
+    with contextlib.suppress(
+        ValueError
+    ):  # only the main thread may set handlers; elsewhere there is nothing to do
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:

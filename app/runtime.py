@@ -62,12 +62,13 @@ def password_rules(settings: Settings) -> PasswordRules:
 
 
 def token_keys(settings: Settings, signing: LoadedKeys | None) -> TokenKeys:
-    # Refresh tokens stay HMAC whatever signs access tokens: nobody but refreshd verifies them. Switching
-    # JWT_ALGORITHM from HS256 to ES256 therefore ends no session; access tokens are refreshed.
-    refresh_algorithm = "HS256" if settings.asymmetric_tokens else settings.jwt_algorithm
+    # Switching JWT_ALGORITHM from HS256 to ES256 ends no session: refresh tokens are still HS256 (see
+    # Settings.refresh_algorithm), and the access tokens are refreshed.
     return TokenKeys(
         published=published_keys(settings, signing),
-        refresh=SigningKeys.hmac(settings.refresh_jwt_secret.get_secret_value(), refresh_algorithm),
+        refresh=SigningKeys.hmac(
+            settings.refresh_jwt_secret.get_secret_value(), settings.refresh_algorithm
+        ),
         access_ttl=settings.jwt_expires_in,
     )
 

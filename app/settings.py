@@ -159,6 +159,11 @@ class Settings(DatabaseSettings, DocsSettings, StrapiSessionSettings, SigningSet
         description="signs refresh tokens: a different key from JWT_SECRET (unset: generated in "
         "development)",
     )
+    refresh_jwt_algorithm: Literal["HS256", "HS384", "HS512"] | None = Field(
+        default=None,
+        description="signs refresh tokens; unset: JWT_ALGORITHM if it is HS256, HS384 or HS512, else HS256 (when "
+        "moving from HS384 or HS512 to ES256/RS256, set it to the old one and no session ends)",
+    )
     refresh_token_expires_in: Duration = Field(
         default=timedelta(days=30),
         description="idle lifetime of a refresh token (slides with each rotation)",
@@ -383,6 +388,7 @@ class Settings(DatabaseSettings, DocsSettings, StrapiSessionSettings, SigningSet
         "smtp_host",
         "smtp_username",
         "smtp_password",
+        "refresh_jwt_algorithm",
         "mail_outbox",
         "mail_templates",
         "metrics_token",
@@ -508,6 +514,13 @@ class Settings(DatabaseSettings, DocsSettings, StrapiSessionSettings, SigningSet
         if problems:
             raise ValueError("refusing to start in production: " + "; ".join(problems))
         return self
+
+    @property
+    def refresh_algorithm(self) -> str:
+        """Refresh tokens stay HMAC whatever signs access tokens: nobody but refreshd verifies them."""
+        if self.refresh_jwt_algorithm is not None:
+            return self.refresh_jwt_algorithm
+        return "HS256" if self.asymmetric_tokens else self.jwt_algorithm
 
     @property
     def is_sqlite(self) -> bool:

@@ -131,8 +131,8 @@ SUCCESS: dict[str, Examples] = {
                     {
                         "kty": "EC",
                         "crv": "P-256",
-                        "x": "mU1bqX0fpV8DcTPVqd6ZuR7Sn3dJHoqE2bjHnF-AqJQ",
-                        "y": "YqG8pSz7X4P3S9n4Vn5CjmK0x1vQW5t0o9cRbJYh2aE",
+                        "x": "uxN7xdxa8xt_WqrPaX1drYRolOdv6XkFxvrcJi-laxE",
+                        "y": "-c2PegSf4-TnVK32kwTunwZw-Ez4G3xnpdiBNmxm8Sw",
                         "kid": "es256-20261101-1858c003",
                         "alg": "ES256",
                         "use": "sig",

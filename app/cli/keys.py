@@ -23,7 +23,11 @@ def add_key_commands(commands: Any, command: Any) -> None:
         "generate",
         "add a new private key, published but not signing (the first key signs)",
     )
-    generate.add_argument("--alg", choices=("ES256", "RS256"), default="ES256")
+    generate.add_argument(
+        "--alg",
+        choices=("ES256", "RS256"),
+        help="the set's algorithm (default: JWT_ALGORITHM when it is ES256 or RS256, else ES256)",
+    )
     generate.add_argument(
         "--kid", help="the key's id (default: the algorithm, the date and a thumbprint)"
     )
@@ -64,7 +68,8 @@ def _key_file(args: argparse.Namespace) -> KeyFile:
         reload_interval=settings.jwt_signing_keys_reload_interval,
         jwks_max_age=settings.jwks_max_age,
     )
-    return KeyFile(Path(path), policy)
+    algorithm = settings.jwt_algorithm if settings.asymmetric_tokens else None
+    return KeyFile(Path(path), policy, algorithm)
 
 
 def _step(work: Any) -> Any:
@@ -136,7 +141,8 @@ def _list(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     keys = _key_file(args)
     now = _now()
-    status = _step(lambda: keys.generate(args.alg, now, args.kid))
+    algorithm = args.alg or keys.algorithm or "ES256"
+    status = _step(lambda: keys.generate(algorithm, now, args.kid))
     print(f"{status.kid}: {status.role.value} in {keys.path}")
     _reload_hint(keys.policy.reload_interval)
     if status.next_step_at is not None:

@@ -46,6 +46,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "jwt_algorithm",
         "jwt_expires_in",
         "refresh_jwt_secret",
+        "refresh_jwt_algorithm",
         "refresh_token_expires_in",
         "session_max_age",
         "refresh_token_reuse_grace",

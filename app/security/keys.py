@@ -81,11 +81,11 @@ def _parse_stamp(kid: str, name: str, value: object) -> datetime:
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            pass
-        else:
-            if parsed.tzinfo is not None:
+            # Far enough from the ends of datetime's range that a rotation's arithmetic cannot overflow.
+            if parsed.tzinfo is not None and 2000 <= parsed.year <= 9000:
                 return parsed.astimezone(UTC)
+        except (ValueError, OverflowError):
+            pass
     raise KeySetError(f"key {kid!r}: refreshd.{name} is not a UTC time like 2026-12-03T15:00:00Z")
 
 
@@ -130,6 +130,12 @@ def _construct(kid: str, algorithm: str, jwk: dict[str, Any]) -> tuple[Key, Key]
         not isinstance(prepared, rsa.RSAPrivateKey) or prepared.key_size < MIN_RSA_BITS
     ):
         raise KeySetError(f"key {kid!r} is shorter than {MIN_RSA_BITS} bits")
+    if (
+        isinstance(prepared, rsa.RSAPrivateKey)
+        and prepared.public_key().public_numbers().e != 65537
+    ):
+        # A small exponent exposes careless verifiers to signature forgeries (Bleichenbacher 2006).
+        raise KeySetError(f"key {kid!r} has a public exponent other than 65537")
     if algorithm == "ES256" and not isinstance(prepared, ec.EllipticCurvePrivateKey):
         raise KeySetError(f"key {kid!r} is not an EC private key")
     # The stubs leave the backend's methods untyped; both return the library's own key objects.

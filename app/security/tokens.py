@@ -147,6 +147,10 @@ class SigningKeys:
         # looked at, let alone fetched. A critical extension we do not implement must be refused (RFC 7515 4.1.11).
         if not isinstance(header, dict) or header.get("alg") != self.algorithm or "crit" in header:
             raise TokenError(TokenProblem.MALFORMED)
+        # One spelling per signature: base64url's spare bits would give a valid token more texts, each verified
+        # afresh and each taking a place among the remembered ones.
+        if base64.urlsafe_b64encode(signature).rstrip(b"=").decode() != encoded_signature:
+            raise TokenError(TokenProblem.MALFORMED)
         if self.kid is None:
             key = self.signer
         else:

@@ -42,8 +42,13 @@ class LoadedKeys:
 
 def _read(path: Path, algorithm: str, *, production: bool) -> LoadedKeys:
     try:
-        with path.open("rb") as handle:
-            mode = os.fstat(handle.fileno()).st_mode
+        # Non-blocking, then a regular file only: a FIFO or a device named by mistake must not hang the start or
+        # the watcher.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as handle:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise KeySetError(f"{path} is not a regular file")
             content = handle.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise KeySetError(
@@ -61,6 +66,10 @@ def _read(path: Path, algorithm: str, *, production: bool) -> LoadedKeys:
         keys = parse_key_set(content, algorithm)
     except KeySetError as exc:
         raise KeySetError(f"{path}: {exc}") from None
+    except (
+        Exception
+    ) as exc:  # whatever else a strange file makes the parser raise: refused, in one line
+        raise KeySetError(f"{path}: unreadable key set ({type(exc).__name__})") from None
     return LoadedKeys(keys, hashlib.sha256(content).hexdigest())
 
 

@@ -89,9 +89,12 @@ def _role(key: SigningKey, position: int) -> Role:
 class KeyFile:
     """One key set file, as ``refreshd keys`` reads and changes it."""
 
-    def __init__(self, path: Path, policy: RotationPolicy) -> None:
-        self.path = path
+    def __init__(self, path: Path, policy: RotationPolicy, algorithm: str | None = None) -> None:
+        """``algorithm``: the set's, for a file whose keys do not name theirs (JWT_ALGORITHM)."""
+        # The file itself, not a link to it: a rename over the link would replace the link.
+        self.path = Path(os.path.realpath(path))
         self.policy = policy
+        self.algorithm = algorithm
 
     # --- reading --------------------------------------------------------------------------------------------
 
@@ -104,7 +107,7 @@ class KeyFile:
         except OSError as exc:
             raise RotationError(f"{self.path} cannot be read ({exc.strerror})") from None
         try:
-            return parse_key_set(content, _algorithm_of(content))
+            return parse_key_set(content, _algorithm_of(content, self.algorithm))
         except KeySetError as exc:
             raise RotationError(f"{self.path}: {exc}") from None
 
@@ -163,6 +166,11 @@ class KeyFile:
                 raise RotationError(f"{kid!r} is already the signing key")
             key = keys[position]
             ready = self._status(key, position).next_step_at
+            if not force and key.notes.created is None and key.notes.promoted is None:
+                raise RotationError(
+                    f"the file does not say when {kid!r} was published: resource servers may not have it "
+                    f"yet; promote it JWKS_MAX_AGE after it was added, with --force"
+                )
             if not force and _role(key, position) is Role.PUBLISHED and ready and now < ready:
                 raise RotationError(
                     f"{kid!r} was published at {_when(key.notes.created)}: resource servers may "
@@ -226,22 +234,26 @@ class KeyFile:
             os.close(handle)
 
     def _write(self, keys: tuple[SigningKey, ...]) -> None:
-        """Replace the file whole: a server rereading it sees the old set or the new one. Its mode stays
-        (0600 for a new file), less any permission for others."""
+        """Replace the file whole: a server rereading it sees the old set or the new one. The new file keeps the
+        old one's owner and group (the server must still read it) and its mode, at most 0640 (owner read-write,
+        group read: what a production start accepts); a new file is 0600."""
         try:
-            mode = stat.S_IMODE(self.path.stat().st_mode) & ~stat.S_IRWXO
+            before: os.stat_result | None = self.path.stat()
         except FileNotFoundError:
-            mode = 0o600
+            before = None
+        mode = 0o600 if before is None else stat.S_IMODE(before.st_mode) & 0o640
         try:
             fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
         except OSError as exc:
             raise RotationError(f"cannot write beside {self.path} ({exc.strerror})") from None
         try:
             with os.fdopen(fd, "wb") as handle:
+                if before is not None:
+                    _keep_owner(handle.fileno(), before, self.path)
                 handle.write(dump_key_set(keys))
                 handle.flush()
+                os.fchmod(handle.fileno(), mode)
                 os.fsync(handle.fileno())
-            os.chmod(temporary, mode)
             os.replace(temporary, self.path)
             temporary = ""
         finally:
@@ -249,16 +261,33 @@ class KeyFile:
                 os.unlink(temporary)
 
 
-def _algorithm_of(content: bytes) -> str:
-    """The set's algorithm, from its first key's ``alg`` (parse_key_set then holds every key to it)."""
+def _keep_owner(fd: int, before: os.stat_result, path: Path) -> None:
+    """Give the replacement the old file's owner and group, or refuse: written by another user (an operator
+    with sudo), the server could no longer read it, and the next reload would fail."""
+    if (os.fstat(fd).st_uid, os.fstat(fd).st_gid) == (before.st_uid, before.st_gid):
+        return
+    try:
+        os.fchown(fd, before.st_uid, before.st_gid)
+    except PermissionError:
+        raise RotationError(
+            f"{path} belongs to uid {before.st_uid}, gid {before.st_gid}: run this command as its owner "
+            f"(a file written by another user could be unreadable to the server)"
+        ) from None
+
+
+def _algorithm_of(content: bytes, fallback: str | None) -> str:
+    """The set's algorithm: its first key's ``alg`` (parse_key_set then holds every key to it), else
+    ``fallback``."""
     try:
         document = json.loads(content)
     except (ValueError, RecursionError):
         raise KeySetError("the key set is not JSON") from None
     try:
-        algorithm = document["keys"][0]["alg"]
-    except (KeyError, IndexError, TypeError):
-        raise KeySetError("the key set is not a JWK Set whose first key names its alg") from None
+        algorithm = document["keys"][0].get("alg", fallback)
+    except (KeyError, IndexError, TypeError, AttributeError):
+        raise KeySetError('the key set is not a JWK Set: {"keys": [...]}') from None
+    if algorithm is None:
+        raise KeySetError("the key set's first key does not name its alg: set JWT_ALGORITHM")
     if algorithm not in ASYMMETRIC_ALGORITHMS:
         raise KeySetError(f"the first key's alg is {algorithm!r}, not ES256 or RS256")
     return str(algorithm)

@@ -333,3 +333,40 @@ def test_pem_of_the_private_key_is_not_needed(tmp_path: Path) -> None:
         _env_file=None, jwt_algorithm="ES256", jwt_signing_keys_file=path, environment="test"
     )
     assert "the key set is not JSON" in _refusal(settings)
+
+
+async def test_moving_from_hs512_keeps_sessions_with_refresh_jwt_algorithm(
+    harness: Harness, settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    before = await harness.client(settings_factory(jwt_algorithm="HS512"))
+    body = await registered_with_refresh(before)
+    assert header_of(body["refreshToken"])["alg"] == "HS512"
+    keys = key_file(tmp_path, "ES256", "k1")
+    es256 = {"jwt_algorithm": "ES256", "jwt_signing_keys_file": keys.path}
+    forgetting = await harness.client(settings_factory(**es256))
+    refused = await forgetting.post(
+        "/api/auth/refresh", json={"refreshToken": body["refreshToken"]}
+    )
+    assert error_of(refused)["details"]["code"] == "REFRESH_TOKEN_INVALID"  # HS256 expected
+    keeping = await harness.client(settings_factory(**es256, refresh_jwt_algorithm="HS512"))
+    refreshed = await keeping.post("/api/auth/refresh", json={"refreshToken": body["refreshToken"]})
+    assert refreshed.status_code == 200, refreshed.text
+    assert header_of(refreshed.json()["jwt"])["alg"] == "ES256"
+    assert header_of(refreshed.json()["refreshToken"])["alg"] == "HS512"
+
+
+def test_the_documented_key_set_holds_real_public_keys() -> None:
+    from app.api.openapi_examples import success_examples
+
+    example = success_examples("getJwks")["es256"]["value"]
+    for entry in example["keys"]:
+        jose_jwk.construct(entry, "ES256")  # raises for a point that is not on P-256
+
+
+def test_a_key_file_that_is_not_a_regular_file_is_refused(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    fifo = tmp_path / "signing-keys.json"
+    os.mkfifo(fifo)
+    settings = settings_factory(jwt_algorithm="ES256", jwt_signing_keys_file=fifo)
+    assert f"{fifo} is not a regular file" in _refusal(settings)

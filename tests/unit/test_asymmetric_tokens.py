@@ -257,3 +257,25 @@ def test_hmac_keys_ignore_a_kid() -> None:
     token = issue(keys)
     assert "kid" not in header_of(token)
     assert decode_access_token(token, keys=keys, now=NOW).user_id == 7
+
+
+def test_a_signature_has_one_spelling(new_key: SigningKey) -> None:
+    """base64url's spare bits: another text for the same signature is refused, not verified and remembered."""
+    keys = SigningKeys.key_set((new_key,), cache_size=16)
+    token = issue(keys)
+    head, last = token[:-1], token[-1]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    spare = [c for c in alphabet if c != last and _same_bits(c, last, len(token.split(".")[2]))]
+    # ES256's 64-byte signature leaves 2 spare bits (16 spellings); a 3072-bit RSA one, 384 bytes, leaves none.
+    assert len(spare) == (15 if new_key.algorithm == "ES256" else 0)
+    for other in spare:
+        assert problem(head + other, keys) is TokenProblem.MALFORMED
+    assert decode_access_token(token, keys=keys, now=NOW).user_id == 7
+    assert list(keys._verified) == [token]
+
+
+def _same_bits(a: str, b: str, length: int) -> bool:
+    """Whether two last characters of a base64url text of ``length`` decode to the same bytes."""
+    used = {2: 2, 3: 4, 0: 6}[length % 4]  # bits of the last character that carry data
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    return alphabet.index(a) >> (6 - used) == alphabet.index(b) >> (6 - used)

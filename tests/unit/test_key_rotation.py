@@ -171,3 +171,53 @@ def test_no_temporary_file_is_left_behind(keys: KeyFile) -> None:
     keys.promote("k2", T0, force=True)
     names = sorted(p.name for p in keys.path.parent.iterdir())
     assert names == [".signing-keys.json.lock", "signing-keys.json"]
+
+
+def test_a_key_of_unknown_age_is_promoted_only_when_forced(keys: KeyFile) -> None:
+    keys.generate("ES256", T0, "k1")
+    keys.generate("ES256", T0, "k2")
+    document = json.loads(keys.path.read_text())
+    del document["keys"][1]["refreshd"]  # added by hand: nobody knows since when it is published
+    keys.path.write_text(json.dumps(document))
+    with pytest.raises(RotationError, match="does not say when 'k2' was published"):
+        keys.promote("k2", T0 + timedelta(days=30))
+    keys.promote("k2", T0 + timedelta(days=30), force=True)
+    assert kids(keys)[0] == ("k2", Role.SIGNING)
+
+
+def test_group_write_and_special_bits_are_dropped(keys: KeyFile) -> None:
+    keys.generate("ES256", T0, "k1")
+    os.chmod(keys.path, 0o2670)  # noqa: S103 - the mode to be corrected
+    keys.generate("ES256", T0, "k2")
+    assert stat.S_IMODE(keys.path.stat().st_mode) == 0o640
+
+
+def test_a_link_to_the_file_is_followed_not_replaced(tmp_path: Path) -> None:
+    target = KeyFile(tmp_path / "real.json", POLICY)
+    target.generate("ES256", T0, "k1")
+    link = tmp_path / "signing-keys.json"
+    link.symlink_to(target.path)
+    KeyFile(link, POLICY).generate("ES256", T0, "k2")
+    assert link.is_symlink()
+    assert [k.kid for k in parse_key_set(target.path.read_bytes(), "ES256")] == ["k1", "k2"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_the_file_keeps_its_owner_and_group(keys: KeyFile) -> None:
+    """An operator with sudo must not leave a file the service's user can no longer read."""
+    keys.generate("ES256", T0, "k1")
+    os.chown(keys.path, 4321, 4322)
+    keys.generate("ES256", T0, "k2")
+    owner = keys.path.stat()
+    assert (owner.st_uid, owner.st_gid) == (4321, 4322)
+
+
+def test_a_file_whose_keys_do_not_name_their_algorithm(tmp_path: Path) -> None:
+    made = KeyFile(tmp_path / "k.json", POLICY)
+    made.generate("RS256", T0, "r1")
+    document = json.loads(made.path.read_text())
+    del document["keys"][0]["alg"]
+    made.path.write_text(json.dumps(document))
+    with pytest.raises(RotationError, match="does not name its alg: set JWT_ALGORITHM"):
+        made.status()
+    assert [s.kid for s in KeyFile(made.path, POLICY, "RS256").status()] == ["r1"]

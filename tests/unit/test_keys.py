@@ -221,3 +221,19 @@ def test_the_ecdsa_package_is_never_imported() -> None:
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "stamp", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59Z", "1999-12-31T23:59:59Z"]
+)
+def test_refuses_times_at_the_ends_of_the_calendar(es256: SigningKey, stamp: str) -> None:
+    stamped = jwk_of(es256) | {"refreshd": {"demoted": stamp}}
+    assert "refreshd.demoted is not a UTC time" in _refusal(document(stamped))
+
+
+def test_refuses_an_rsa_key_with_a_small_exponent() -> None:
+    small_e = rsa.generate_private_key(public_exponent=3, key_size=2048)
+    jwk = CryptographyRSAKey(small_e, "RS256").to_dict()  # type: ignore[no-untyped-call]
+    entry = {k: v.decode() if isinstance(v, bytes) else v for k, v in jwk.items()}
+    entry["kid"] = "e3"
+    assert _refusal(document(entry), "RS256") == "key 'e3' has a public exponent other than 65537"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from urllib.parse import parse_qs
 
@@ -90,9 +91,11 @@ async def introspect(request: Request, runtime: RuntimeDep) -> JSONResponse:
     if expected is None:
         raise NotFoundError()
     presented = transport.bearer_token(request)
-    # Constant time: how long a refusal takes says nothing about how much of a guess was right.
+    # Digests compared in constant time: how long a refusal takes says nothing about how much of a guess was
+    # right, nor about the credential's length.
     if presented is None or not hmac.compare_digest(
-        presented.encode(), expected.get_secret_value().encode()
+        hashlib.sha256(presented.encode()).digest(),
+        hashlib.sha256(expected.get_secret_value().encode()).digest(),
     ):
         refusal = errors.render(UnauthorizedError())
         refusal.headers["WWW-Authenticate"] = 'Bearer realm="introspection"'
