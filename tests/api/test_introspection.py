@@ -234,3 +234,9 @@ async def test_es256_tokens_are_introspected_too(
     assert (await answer(client, token))["active"] is True
     hs256 = jose_jwt.encode(jose_jwt.get_unverified_claims(token), ACCESS_SECRET)
     assert await answer(client, hs256) == INACTIVE
+
+
+async def test_the_credential_is_checked_before_the_body(client: httpx.AsyncClient) -> None:
+    """A caller without the credential learns nothing about what a well-formed request looks like."""
+    response = await client.post(PATH, content=b"\xff", headers={"Content-Type": "text/plain"})
+    assert response.status_code == 401
