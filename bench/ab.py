@@ -116,8 +116,12 @@ def algorithm_variant(algorithm: str, workdir: Path) -> Variant:
     """A server of this working tree with ``JWT_ALGORITHM=algorithm``; for ES256 and RS256 with a key file of one
     new key, written as ``refreshd keys generate`` writes it (mode 0600)."""
     if algorithm in HMAC_ALGORITHMS:
-        # Tokens minted with the run's JWT_SECRET under this algorithm.
-        return Variant(algorithm, env={"JWT_ALGORITHM": algorithm}, access=None)
+        # Access tokens minted with the run's JWT_SECRET under this algorithm; refresh tokens stay HS256 (which an
+        # HS384 or HS512 server would otherwise use for them too), so the refresh loads are every variant's.
+        env = {"JWT_ALGORITHM": algorithm}
+        if algorithm != database.ALGORITHM:
+            env["REFRESH_JWT_ALGORITHM"] = database.ALGORITHM
+        return Variant(algorithm, env=env, access=None)
     path = workdir / f"signing-keys-{algorithm.lower()}.json"
     policy = RotationPolicy(database.ACCESS_TTL, timedelta(seconds=10), timedelta(minutes=5))
     key_file = KeyFile(path, policy)
