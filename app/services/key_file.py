@@ -40,7 +40,11 @@ class LoadedKeys:
     digest: str  # of the file's bytes: a reload that finds the same bytes does nothing
 
 
-def _read(path: Path, algorithm: str, *, production: bool) -> LoadedKeys:
+def _read(
+    path: Path, algorithm: str, *, production: bool, unless: str | None = None
+) -> LoadedKeys | None:
+    """The keys of the file; None when its bytes have the digest ``unless`` (what is in use): parsing costs an
+    RSA key ~150 ms of a CPU, during which the GIL would stall the event loop at every reload interval."""
     try:
         # Non-blocking, then a regular file only: a FIFO or a device named by mistake must not hang the start or
         # the watcher.
@@ -62,6 +66,9 @@ def _read(path: Path, algorithm: str, *, production: bool) -> LoadedKeys:
             f"{path} has mode {stat.S_IMODE(mode):04o}: others may read or change the private keys "
             f"(chmod 600 {path}, or 640 for a group that must read it)"
         )
+    digest = hashlib.sha256(content).hexdigest()
+    if digest == unless:
+        return None
     try:
         keys = parse_key_set(content, algorithm)
     except KeySetError as exc:
@@ -70,7 +77,7 @@ def _read(path: Path, algorithm: str, *, production: bool) -> LoadedKeys:
         Exception
     ) as exc:  # whatever else a strange file makes the parser raise: refused, in one line
         raise KeySetError(f"{path}: unreadable key set ({type(exc).__name__})") from None
-    return LoadedKeys(keys, hashlib.sha256(content).hexdigest())
+    return LoadedKeys(keys, digest)
 
 
 def load_signing_keys(settings: Settings) -> LoadedKeys | None:
@@ -85,7 +92,11 @@ def load_signing_keys(settings: Settings) -> LoadedKeys | None:
             f"`refreshd keys generate --alg {settings.jwt_algorithm} --file signing-keys.json`"
         )
     try:
-        return _read(path, settings.jwt_algorithm, production=settings.environment == "production")
+        loaded = _read(
+            path, settings.jwt_algorithm, production=settings.environment == "production"
+        )
+        assert loaded is not None  # no digest to skip
+        return loaded
     except KeySetError as exc:
         raise KeySetError(f"JWT_SIGNING_KEYS_FILE: {exc}") from None
 
@@ -124,7 +135,7 @@ class KeyFileWatcher:
         """Reread the file; whether the keys in use changed."""
         try:
             loaded = await asyncio.to_thread(
-                _read, self.path, self.algorithm, production=self.production
+                _read, self.path, self.algorithm, production=self.production, unless=self.digest
             )
         except KeySetError as exc:
             # Once per problem, not every interval: the file stays broken until someone fixes it.
@@ -135,7 +146,7 @@ class KeyFileWatcher:
                 self.report(None)
             return False
         self.refused_digest = None
-        if loaded.digest == self.digest:
+        if loaded is None:  # the same bytes: nothing to do
             return False
         self.keys.published = PublishedKeys.of_key_set(loaded.keys)
         self.digest = loaded.digest

@@ -66,10 +66,10 @@ def test_a_generated_key_round_trips_through_its_file(algorithm: str) -> None:
     assert key.public.verify(message, loaded.private.sign(message))
 
 
-def test_generated_rsa_keys_are_3072_bits(rs256: SigningKey) -> None:
+def test_generated_rsa_keys_are_2048_bits(rs256: SigningKey) -> None:
     prepared = cast(CryptographyRSAKey, rs256.private).prepared_key
     assert isinstance(prepared, rsa.RSAPrivateKey)
-    assert prepared.key_size == 3072
+    assert prepared.key_size == 2048
 
 
 def test_the_kid_is_derived_from_the_public_key(es256: SigningKey) -> None:
