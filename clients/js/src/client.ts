@@ -217,15 +217,19 @@ export function createClient(options: ClientOptions) {
     if (!jwt && channel) {
       const before = version;
       post({ k: "h" });
+      // Up to 100 ms for an answer; a tab alone (or the first) waits that long once.
       await new Promise<void>((done) => {
-        const stop = setTimeout(done, 100);
-        channel.addEventListener("message", function heard() {
-          if (version !== before) {
-            clearTimeout(stop);
-            channel.removeEventListener("message", heard);
-            done();
-          }
-        });
+        const heard = () => {
+          if (version === before) return;
+          clearTimeout(stop);
+          finish();
+        };
+        const finish = () => {
+          channel.removeEventListener("message", heard);
+          done();
+        };
+        const stop = setTimeout(finish, 100);
+        channel.addEventListener("message", heard);
       });
     }
     if (!jwt && cookie) await refresh().catch(() => null);
