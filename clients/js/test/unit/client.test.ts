@@ -210,28 +210,29 @@ describe("several tabs", () => {
     expect(new Set(tokens).size).toBe(1);
   });
 
-  it("sign out together", async () => {
-    const server = new FakeServer();
+  /** Two tabs of one session: the first logged in, the second joined through it; the second's events. */
+  async function twoTabs(server: FakeServer): Promise<[Client, AuthEvent[]]> {
     const locks = fakeLocks();
     const first = tab(server, locks);
     await first.login("alice", "pw");
     const second = tab(server, locks);
     await second.ready;
-    const seen = events(second);
+    expect(await second.getAccessToken()).toBe(await first.getAccessToken());
+    return [first, events(second)];
+  }
+
+  it("sign out together", async () => {
+    const server = new FakeServer();
+    const [first, seen] = await twoTabs(server);
     await first.logout();
     await until(() => seen.length === 1);
     expect(seen).toEqual([{ type: "signedOut", reason: "LOGOUT" }]);
-    expect(await second.getAccessToken()).toBeNull();
+    await expect(open.at(-1)!.getAccessToken()).resolves.toBeNull(); // the second tab
   });
 
   it("all sign out when one learns the session was revoked", async () => {
     const server = new FakeServer();
-    const locks = fakeLocks();
-    const first = tab(server, locks);
-    await first.login("alice", "pw");
-    const second = tab(server, locks);
-    await second.ready;
-    const seen = events(second);
+    const [first, seen] = await twoTabs(server);
     server.clock += 900 * 1000;
     server.revoked = "REFRESH_TOKEN_REUSED";
     await first.fetch(API);
