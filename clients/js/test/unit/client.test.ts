@@ -230,6 +230,19 @@ describe("several tabs", () => {
     await expect(open.at(-1)!.getAccessToken()).resolves.toBeNull(); // the second tab
   });
 
+  it("a password change keeps the session's tabs signed in with the new tokens", async () => {
+    const server = new FakeServer();
+    const [first, seen] = await twoTabs(server);
+    server.clock += 5000;
+    await first.changePassword("pw", "new-pw");
+    const change = server.calls.find((c) => c.path === "/api/auth/change-password")!;
+    expect(change.body).toEqual({ currentPassword: "pw", password: "new-pw", passwordConfirmation: "new-pw" });
+    expect(change.authorization).toMatch(/^Bearer /);
+    await until(() => seen.length === 1);
+    expect(seen).toEqual([{ type: "refreshed", reason: "PASSWORD_CHANGED" }]);
+    await expect(open.at(-1)!.getAccessToken()).resolves.toBe(await first.getAccessToken());
+  });
+
   it("all sign out when one learns the session was revoked", async () => {
     const server = new FakeServer();
     const [first, seen] = await twoTabs(server);
