@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 INACTIVE: dict[str, Any] = {"active": False}
+ACCESS_TOKEN: Final = "access_token"  # noqa: S105 - RFC 7662's name for the kind of token, not a secret
 
 
 class JsonWebKey(BaseModel):
@@ -34,5 +35,7 @@ class Introspection(BaseModel):
     sid: str | None = Field(default=None, description="The session's id")
     exp: int | None = Field(default=None, description="Expiry, Unix time in seconds")
     iat: int | None = Field(default=None, description="Issued at, Unix time in seconds")
-    token_type: Literal["access_token"] | None = None
+    token_type: Literal["access_token"] | None = Field(
+        default=None, description=f'Always "{ACCESS_TOKEN}" for an active token'
+    )
     username: str | None = None

@@ -13,7 +13,7 @@ from app.api import errors, transport
 from app.api.deps import RuntimeDep
 from app.api.docs import errors as documented_errors
 from app.errors import NotFoundError, UnauthorizedError, ValidationError
-from app.schemas.keys import INACTIVE, Introspection, JsonWebKeySet
+from app.schemas.keys import ACCESS_TOKEN, INACTIVE, Introspection, JsonWebKeySet
 
 router = APIRouter()
 JWKS_PATH = "/.well-known/jwks.json"
@@ -114,7 +114,7 @@ async def introspect(request: Request, runtime: RuntimeDep) -> JSONResponse:
             sid=claims.session_id,
             exp=claims.expires_at,
             iat=claims.issued_at,
-            token_type="access_token",  # noqa: S106 - RFC 7662's name for the kind of token
+            token_type=ACCESS_TOKEN,
             username=active.username,
         ).model_dump(exclude_none=True)
     )
