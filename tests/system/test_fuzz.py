@@ -58,6 +58,8 @@ LOGIN = "POST /api/auth/local"
 REGISTER = "POST /api/auth/local/register"
 REFRESH_PLUGIN = "POST /api/auth/local/refresh"
 REFRESH = "POST /api/auth/refresh"
+INTROSPECT = "POST /api/auth/introspect"
+INTROSPECTION_TOKEN = "fuzz-introspection-" + "i" * 40
 LOGOUT = "POST /api/auth/logout"
 CHANGE_PASSWORD = "POST /api/auth/change-password"
 ME = "GET /api/users/me"
@@ -117,7 +119,13 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     workdir = tmp_path_factory.mktemp("fuzz")
     database_url = f"sqlite+aiosqlite:///{workdir / 'fuzz.db'}"
     migrate(database_url)
-    with running_servers(database_url, 1, workdir, RATE_LIMIT_ENABLED="false") as [server]:
+    with running_servers(
+        database_url,
+        1,
+        workdir,
+        RATE_LIMIT_ENABLED="false",
+        INTROSPECTION_TOKEN=INTROSPECTION_TOKEN,
+    ) as [server]:
         registered = httpx.post(
             f"{server.url}/api/auth/local/register",
             json={"username": USERNAME, "email": EMAIL, "password": PASSWORD},
@@ -219,7 +227,11 @@ STATEFUL_CHECKS: list[CheckFunction] = [
 
 @schema.parametrize()
 def test_every_operation_conforms(case: Case[Any], service: Service) -> None:
-    headers = {"Authorization": f"Bearer {service.account.token()}"}
+    # Introspection is for resource servers, with their own credential; every other operation, the user's token.
+    credential = (
+        INTROSPECTION_TOKEN if case.operation.label == INTROSPECT else service.account.token()
+    )
+    headers = {"Authorization": f"Bearer {credential}"}
     response = case.call(base_url=service.url, headers=headers, timeout=30)
     STATUSES[(case.operation.label, response.status_code)] += 1
     service.account.observe(case, response)
