@@ -243,6 +243,24 @@ describe("several tabs", () => {
     await expect(open.at(-1)!.getAccessToken()).resolves.toBe(await first.getAccessToken());
   });
 
+  it("without Web Locks, refresh each on their own, and nobody signs out", async () => {
+    // Safari before 15.4: no lock to take turns with. Each tab refreshes; refreshd's reuse grace window gives racing
+    // tabs the same successor (the stand-in here simply rotates again), and each announces what it got.
+    const server = new FakeServer();
+    const first = client(server, { crossTab: true });
+    const seen = events(first);
+    await first.login("alice", "pw");
+    const second = client(server, { crossTab: true });
+    await second.ready;
+    server.clock += 900 * 1000;
+    const answers = await Promise.all([first.fetch(API), second.fetch(API)]);
+    expect(answers.map((r) => r.status)).toEqual([200, 200]);
+    expect(server.count("/api/auth/refresh")).toBe(2);
+    expect(seen.filter((e) => e.type === "signedOut")).toEqual([]);
+    expect(await first.getAccessToken()).toBeTruthy();
+    expect(await second.getAccessToken()).toBeTruthy();
+  });
+
   it("all sign out when one learns the session was revoked", async () => {
     const server = new FakeServer();
     const [first, seen] = await twoTabs(server);
