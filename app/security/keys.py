@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -226,31 +226,12 @@ def generate_key(algorithm: str, now: datetime, kid: str | None = None) -> Signi
     }
     jwk.update(kid=kid or new_kid(algorithm, now, jwk), use="sig")
     key = _key(jwk, 0, algorithm)
-    return _with_notes(key, KeyNotes(created=now))
-
-
-def _with_notes(key: SigningKey, notes: KeyNotes) -> SigningKey:
-    return SigningKey(
-        kid=key.kid,
-        algorithm=key.algorithm,
-        private=key.private,
-        public=key.public,
-        public_jwk=key.public_jwk,
-        notes=notes,
-        source=key.source,
-    )
+    return replace(key, notes=KeyNotes(created=now))
 
 
 def with_notes(key: SigningKey, **changes: datetime | None) -> SigningKey:
-    notes = key.notes
-    return _with_notes(
-        key,
-        KeyNotes(
-            created=changes.get("created", notes.created),
-            promoted=changes.get("promoted", notes.promoted),
-            demoted=changes.get("demoted", notes.demoted),
-        ),
-    )
+    """``key`` with some of its notes (``created``, ``promoted``, ``demoted``) changed."""
+    return replace(key, notes=replace(key.notes, **changes))
 
 
 def new_kid(algorithm: str, now: datetime, public_jwk: Mapping[str, str]) -> str:

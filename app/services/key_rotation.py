@@ -264,7 +264,8 @@ class KeyFile:
 def _keep_owner(fd: int, before: os.stat_result, path: Path) -> None:
     """Give the replacement the old file's owner and group, or refuse: written by another user (an operator
     with sudo), the server could no longer read it, and the next reload would fail."""
-    if (os.fstat(fd).st_uid, os.fstat(fd).st_gid) == (before.st_uid, before.st_gid):
+    mine = os.fstat(fd)
+    if (mine.st_uid, mine.st_gid) == (before.st_uid, before.st_gid):
         return
     try:
         os.fchown(fd, before.st_uid, before.st_gid)
