@@ -4,7 +4,6 @@ alone on a port of its own (``METRICS_PORT``) that a network rule keeps private.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,16 +26,12 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 def metrics_endpoint(metrics: Metrics, token: SecretStr | None) -> Endpoint:
     """The Prometheus exposition; with a token, only for ``Authorization: Bearer <token>``."""
-    expected = token.get_secret_value().encode() if token is not None else None
 
     async def prometheus_metrics(request: Request) -> Response:
-        if expected is not None:
-            presented = transport.bearer_token(request)
-            # Constant time: how long a refusal takes says nothing about how much of a guess was right.
-            if presented is None or not hmac.compare_digest(presented.encode(), expected):
-                refusal = errors.render(UnauthorizedError())
-                refusal.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
-                return refusal
+        if token is not None and not transport.bearer_matches(request, token):
+            return errors.render(
+                UnauthorizedError(headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+            )
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 

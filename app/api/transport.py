@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,6 +12,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from pydantic import SecretStr
 
 from app.errors import ForbiddenError
 from app.schemas.common import user_payload
@@ -41,6 +44,17 @@ def bearer_token(request: Request) -> str | None:
     if len(parts) != 2 or parts[0].lower() != "bearer":
         return None
     return parts[1]
+
+
+def bearer_matches(request: Request, expected: SecretStr) -> bool:
+    """Whether ``Authorization: Bearer`` carries exactly ``expected`` (an operator's shared secret: METRICS_TOKEN,
+    INTROSPECTION_TOKEN). Their SHA-256 digests are compared in constant time: how long a refusal takes says
+    nothing about how much of a guess was right, nor about the secret's length."""
+    presented = bearer_token(request)
+    return presented is not None and hmac.compare_digest(
+        hashlib.sha256(presented.encode()).digest(),
+        hashlib.sha256(expected.get_secret_value().encode()).digest(),
+    )
 
 
 Networks = list[ipaddress.IPv4Network | ipaddress.IPv6Network]

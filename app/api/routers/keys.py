@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request, Response
@@ -90,16 +88,9 @@ async def introspect(request: Request, runtime: RuntimeDep) -> JSONResponse:
     expected = runtime.settings.introspection_token
     if expected is None:
         raise NotFoundError()
-    presented = transport.bearer_token(request)
-    # Digests compared in constant time: how long a refusal takes says nothing about how much of a guess was
-    # right, nor about the credential's length.
-    if presented is None or not hmac.compare_digest(
-        hashlib.sha256(presented.encode()).digest(),
-        hashlib.sha256(expected.get_secret_value().encode()).digest(),
-    ):
-        refusal = errors.render(UnauthorizedError())
-        refusal.headers["WWW-Authenticate"] = 'Bearer realm="introspection"'
-        return refusal
+    if not transport.bearer_matches(request, expected):
+        realm = {"WWW-Authenticate": 'Bearer realm="introspection"'}
+        return errors.render(UnauthorizedError(headers=realm))
     token = _form_token(request.headers.get("content-type"), await request.body())
     active = await runtime.services.sessions.introspect(
         token, now=runtime.clock(), email_confirmation=runtime.settings.email_confirmation
