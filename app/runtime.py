@@ -16,7 +16,7 @@ from app.security.tokens import SigningKeys
 from app.services.accounts import AccountPolicy, AccountService
 from app.services.admin import AdminService
 from app.services.hashing import PasswordHasher
-from app.services.key_file import LoadedKeys, load_signing_keys, published_keys
+from app.services.key_file import LoadedKeys, published_keys
 from app.services.mail import DisabledMailer, Mailer, SmtpConfig, Templates, build_mailer
 from app.services.recovery import RecoveryPolicy, RecoveryService
 from app.services.sessions import Lifetimes, SessionService
@@ -177,13 +177,11 @@ class Runtime:
         cls,
         settings: Settings,
         clock: Clock,
-        metrics: Metrics | None = None,
-        signing: LoadedKeys | None = None,
+        metrics: Metrics | None,
+        signing: LoadedKeys | None,
     ) -> Runtime:
-        """``signing``: the key set as the app's factory checked it (loaded here when not given)."""
+        """``signing``: the ES256/RS256 key set as the app's factory loaded and checked it (None: HMAC)."""
         metrics = metrics or Metrics()
-        if signing is None:
-            signing = load_signing_keys(settings)
         store = Store.open(settings)
         warm(store.database)
         services = Services.build(

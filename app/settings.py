@@ -389,6 +389,8 @@ class Settings(DatabaseSettings, DocsSettings, StrapiSessionSettings, SigningSet
         "smtp_username",
         "smtp_password",
         "refresh_jwt_algorithm",
+        "jwt_signing_keys_file",
+        "introspection_token",
         "mail_outbox",
         "mail_templates",
         "metrics_token",

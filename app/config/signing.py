@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings
 
 from app.durations import Duration
@@ -37,11 +37,6 @@ class SigningSettings(BaseSettings):
         description="enables POST /api/auth/introspect (RFC 7662) for callers presenting "
         "`Authorization: Bearer <INTROSPECTION_TOKEN>`; at least 32 random bytes",
     )
-
-    @field_validator("jwt_signing_keys_file", "introspection_token", mode="before")
-    @classmethod
-    def _blank_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
 
     @property
     def asymmetric_tokens(self) -> bool:
